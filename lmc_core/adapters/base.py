@@ -1,0 +1,163 @@
+"""What an adapter reads out of a model, and the one generic rewrite into canonical form.
+
+An adapter (one small file per architecture, in the manner of SliceGPT's model adapters) says
+where the residual stream is read and written: it returns a `RawTransformer` in the row-vector
+convention, with LayerNorm scales and biases still separate. `build_canonical` then does the
+centring, the γ folding and the circuit products of SPEC section 2 once, for every architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..canonical import CanonicalConfig, CanonicalTransformer
+
+
+class UnsupportedModelError(ValueError):
+    """The model (or one of its options) has no canonical form here; the message says why."""
+
+
+@dataclass
+class LayerNormWeights:
+    scale: Tensor  # γ, (d,)
+    bias: Tensor  # β, (d,)
+    eps: float
+
+
+@dataclass
+class AttentionWeights:
+    """One attention layer, per head, row-vector convention. Biases may be None (meaning zero)."""
+
+    q_w: Tensor  # (d, H, dh)
+    k_w: Tensor  # (d, H, dh)
+    v_w: Tensor  # (d, H, dh)
+    o_w: Tensor  # (H, dh, d)
+    q_b: Tensor | None = None  # (H, dh)
+    k_b: Tensor | None = None
+    v_b: Tensor | None = None
+    o_b: Tensor | None = None  # (d,)
+
+
+@dataclass
+class BlockWeights:
+    norm1: LayerNormWeights
+    attn: AttentionWeights
+    norm2: LayerNormWeights
+    mlp_in: Tensor  # (d, m)
+    mlp_in_bias: Tensor | None  # (m,)
+    mlp_out: Tensor  # (m, d)
+    mlp_out_bias: Tensor | None  # (d,)
+
+
+@dataclass
+class RawTransformer:
+    """A pre-norm Transformer as an adapter reads it. `embed` holds the residual writers of the
+    input stage under their canonical names (uncentred); `head` is (d, K)."""
+
+    config: CanonicalConfig
+    embed: dict[str, Tensor]
+    blocks: list[BlockWeights]
+    norm_final: LayerNormWeights
+    head: Tensor
+    head_bias: Tensor | None
+
+
+def _augmented(w: Tensor, b: Tensor | None) -> Tensor:
+    """[[W], [b]]: (d, H, k) and (H, k) -> (H, d+1, k), so that x̃ W̃ = x W + b with x̃ = [x, 1]."""
+    bias = torch.zeros_like(w[:1]) if b is None else b.unsqueeze(0)
+    return torch.cat([w, bias], dim=0).permute(1, 0, 2)
+
+
+def _fold(norm: LayerNormWeights, what: str) -> tuple[Tensor, Tensor]:
+    """γ to fold into the next reader, and the offset β/γ kept after the RMSNorm."""
+    if not torch.isfinite(norm.scale).all() or not torch.isfinite(norm.bias).all():
+        raise ValueError(f"{what}: LayerNorm weights contain NaN or inf")
+    if (norm.scale == 0).any():
+        idx = torch.nonzero(norm.scale == 0).flatten().tolist()[:8]
+        raise ValueError(
+            f"{what}: LayerNorm scale is exactly zero at channels {idx}; the canonical form divides by it "
+            "(offset = β/γ). Perturb those scales (e.g. to 1e-6) or prune the channels first."
+        )
+    return norm.scale, norm.bias / norm.scale
+
+
+def build_canonical(raw: RawTransformer) -> CanonicalTransformer:
+    """The SPEC section 2 rewrite of any pre-norm Transformer read by an adapter."""
+    config = raw.config
+    d = config.width
+    params = {name: value for name, value in raw.embed.items()}
+    tensors = list(params.values()) + [raw.head]
+    dtypes = {t.dtype for t in tensors} | {b.attn.q_w.dtype for b in raw.blocks}
+    if len(dtypes) != 1:
+        raise TypeError(
+            f"the model mixes parameter dtypes {sorted(map(str, dtypes))}; cast it to one dtype first "
+            "(e.g. model.float() or model.double())"
+        )
+    for name, value in list(params.items()) + [("head", raw.head)]:
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name}: weights contain NaN or inf; the model cannot be canonicalised")
+    dtype = tensors[0].dtype
+    center = torch.eye(d, dtype=dtype, device=raw.head.device) - 1.0 / d  # M = I - (1/d) 1 1ᵀ
+
+    for name in params:  # every embedding tensor writes into the stream
+        params[name] = params[name] @ center
+
+    layers: dict[str, list[Tensor]] = {k: [] for k in (
+        "norm1", "qk", "ov", "attn_bias", "norm2", "mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias")}
+    for i, block in enumerate(raw.blocks):
+        a = block.attn
+        for t in (a.q_w, a.k_w, a.v_w, a.o_w, block.mlp_in, block.mlp_out):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"block {i}: weights contain NaN or inf; the model cannot be canonicalised")
+        gamma1, offset1 = _fold(block.norm1, f"block {i} norm1")
+        gamma2, offset2 = _fold(block.norm2, f"block {i} norm2")
+        g = gamma1[:, None, None]
+        q = _augmented(a.q_w * g, a.q_b)  # (H, d+1, dh): diag(γ) folded into the reader
+        k = _augmented(a.k_w * g, a.k_b)
+        v = _augmented(a.v_w * g, a.v_b)
+        o = a.o_w @ center  # (H, dh, d): the output projection writes into the stream
+        layers["qk"].append(q @ k.transpose(1, 2))
+        layers["ov"].append(v @ o)
+        layers["attn_bias"].append((a.o_b if a.o_b is not None else torch.zeros(d, dtype=dtype, device=center.device)) @ center)
+        layers["norm1"].append(offset1)
+        layers["norm2"].append(offset2)
+        layers["mlp_in"].append(gamma2[:, None] * block.mlp_in)
+        m = block.mlp_in.shape[1]
+        layers["mlp_in_bias"].append(block.mlp_in_bias if block.mlp_in_bias is not None else block.mlp_in.new_zeros(m))
+        layers["mlp_out"].append(block.mlp_out @ center)
+        layers["mlp_out_bias"].append(
+            (block.mlp_out_bias if block.mlp_out_bias is not None else block.mlp_out.new_zeros(d)) @ center)
+    params |= {name: torch.stack(values) for name, values in layers.items()}
+
+    gamma_f, offset_f = _fold(raw.norm_final, "final norm")
+    params["norm_final"] = offset_f
+    params["head"] = gamma_f[:, None] * raw.head
+    params["head_bias"] = raw.head_bias if raw.head_bias is not None else raw.head.new_zeros(raw.head.shape[1])
+    return CanonicalTransformer(config, params)
+
+
+class Adapter:
+    """One architecture: which models it takes, how to read them, and where their heads live.
+
+    Subclasses implement `matches`, `read` and the per-layer attention accessors used by the
+    invertible symmetry class (which acts on the original model, not on the canonical form)."""
+
+    name: str = ""
+
+    def matches(self, model: nn.Module) -> bool:
+        raise NotImplementedError
+
+    def read(self, model: nn.Module) -> RawTransformer:
+        raise NotImplementedError
+
+    def get_attention(self, model: nn.Module, layer: int) -> AttentionWeights:
+        raise NotImplementedError
+
+    def set_attention(self, model: nn.Module, layer: int, weights: AttentionWeights) -> None:
+        raise NotImplementedError
+
+    def num_layers(self, model: nn.Module) -> int:
+        raise NotImplementedError

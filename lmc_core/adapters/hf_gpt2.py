@@ -1,0 +1,97 @@
+"""Adapter for Hugging Face `GPT2LMHeadModel` (tied or untied head, any size, activations
+gelu / gelu_new / gelu_pytorch_tanh / relu, any layer_norm_epsilon)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..canonical import CanonicalConfig
+from .base import (
+    Adapter,
+    AttentionWeights,
+    BlockWeights,
+    LayerNormWeights,
+    RawTransformer,
+    UnsupportedModelError,
+)
+
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+
+
+def _layer_norm(norm: nn.LayerNorm) -> LayerNormWeights:
+    bias = norm.bias if norm.bias is not None else torch.zeros_like(norm.weight)
+    return LayerNormWeights(norm.weight.detach(), bias.detach(), float(norm.eps))
+
+
+class HFGPT2Adapter(Adapter):
+    name = "transformers.GPT2LMHeadModel"
+
+    def matches(self, model: nn.Module) -> bool:
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError:
+            return False
+        return isinstance(model, GPT2LMHeadModel)
+
+    def num_layers(self, model: nn.Module) -> int:
+        return len(model.transformer.h)
+
+    def read(self, model: nn.Module) -> RawTransformer:
+        cfg = model.config
+        if cfg.add_cross_attention:
+            raise UnsupportedModelError("GPT-2: cross-attention (add_cross_attention=True) is not supported")
+        if cfg.activation_function not in ACTIVATIONS:
+            raise UnsupportedModelError(
+                f"GPT-2: activation_function={cfg.activation_function!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+        if model.lm_head.bias is not None:
+            head_bias = model.lm_head.bias.detach()
+        else:
+            head_bias = None
+        t = model.transformer
+        H = cfg.n_head
+        dh = cfg.n_embd // H
+        blocks, scales = [], []
+        for i, block in enumerate(t.h):
+            mlp = block.mlp
+            blocks.append(BlockWeights(
+                norm1=_layer_norm(block.ln_1), attn=self.get_attention(model, i), norm2=_layer_norm(block.ln_2),
+                mlp_in=mlp.c_fc.weight.detach(), mlp_in_bias=mlp.c_fc.bias.detach(),
+                mlp_out=mlp.c_proj.weight.detach(), mlp_out_bias=mlp.c_proj.bias.detach(),
+            ))
+            scale = dh**-0.5 if cfg.scale_attn_weights else 1.0
+            if cfg.scale_attn_by_inverse_layer_idx:
+                scale /= float(i + 1)
+            scales.append(scale)
+        # Tied or not, the canonical head is its own tensor: the embedding is centred as a
+        # writer, the head is scaled by the final γ as a reader.
+        config = CanonicalConfig(
+            task="text", depth=cfg.n_layer, width=cfg.n_embd, num_heads=H,
+            mlp_width=blocks[0].mlp_in.shape[1], eps=float(cfg.layer_norm_epsilon),
+            activation=ACTIVATIONS[cfg.activation_function], num_outputs=model.lm_head.out_features,
+            attn_scales=tuple(scales), causal=True, max_positions=cfg.n_positions, source=self.name,
+        )
+        embed = {"token_embed": t.wte.weight.detach().clone(), "pos_embed": t.wpe.weight.detach().clone()}
+        return RawTransformer(config, embed, blocks, _layer_norm(t.ln_f), model.lm_head.weight.detach().T.clone(),
+                              head_bias)
+
+    def get_attention(self, model: nn.Module, layer: int) -> AttentionWeights:
+        attn = model.transformer.h[layer].attn
+        H, dh = attn.num_heads, attn.head_dim
+        d = H * dh
+        w = attn.c_attn.weight.detach().reshape(-1, 3, H, dh)  # Conv1D stores (in, out)
+        b = attn.c_attn.bias.detach().reshape(3, H, dh)
+        return AttentionWeights(
+            q_w=w[:, 0], k_w=w[:, 1], v_w=w[:, 2], o_w=attn.c_proj.weight.detach().reshape(H, dh, d),
+            q_b=b[0], k_b=b[1], v_b=b[2], o_b=attn.c_proj.bias.detach(),
+        )
+
+    def set_attention(self, model: nn.Module, layer: int, weights: AttentionWeights) -> None:
+        attn = model.transformer.h[layer].attn
+        d = weights.q_w.shape[0]
+        with torch.no_grad():
+            attn.c_attn.weight.copy_(torch.stack([weights.q_w, weights.k_w, weights.v_w], dim=1).reshape(d, -1))
+            attn.c_attn.bias.copy_(torch.stack([weights.q_b, weights.k_b, weights.v_b]).reshape(-1))
+            attn.c_proj.weight.copy_(weights.o_w.reshape(-1, d))
+
+

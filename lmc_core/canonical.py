@@ -1,0 +1,306 @@
+"""The canonical form: a pre-norm Transformer rewritten so every symmetry is a matrix action.
+
+SPEC section 2. Starting from a model whose blocks read the residual stream x through
+LayerNorm and write back through attention and an MLP:
+
+1. Centre the stream: right-multiply every residual *writer* by M = I - (1/d) 1 1ᵀ. The stream
+   then has zero mean, so LayerNorm(x) = RMSNorm(x) * γ + β exactly (same eps). Fold γ into the
+   reader that follows (W <- diag(γ) W) and keep b = β / γ as an offset added after the norm:
+
+       norm(x) = x / sqrt(mean(x²) + eps) + b
+
+2. Write attention head i on the bias-augmented input x̃ = [x, 1] as two circuits
+
+       QK_i = W̃_Q,i W̃_K,iᵀ ∈ R^{(d+1)×(d+1)},   OV_i = W̃_V,i W_O,i ∈ R^{(d+1)×d}
+
+   scores = scale · x̃ QK_i x̃ᵀ, output = softmax(scores) x̃ OV_i, plus the output bias once.
+   Any per-head invertible map (W_Q A, W_K A^-T; W_V B, B^-1 W_O) leaves both unchanged.
+
+Row-vector convention throughout: a linear map is `x @ W` with W of shape (in, out).
+
+Every canonical parameter carries a tuple of axis roles (`PARAM_AXES`): the symmetry classes
+(`lmc_core.symmetry`) and the alignment methods read this table instead of knowing the
+architecture, in the spirit of Git Re-Basin's permutation spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+TASKS = ("image", "text")
+
+# Axis roles. "res": residual axis of a writer (x -> x O). "res_read": residual axis of a reader
+# (W -> c Oᵀ W). "res_aug": bias-augmented residual axis of a circuit (Õ = blockdiag(c O, 1)).
+# "offset": norm offset (b -> b O / c). "head_read"/"head_write": the head axis of QK / OV.
+# "unit_read"/"unit_write": MLP hidden units on the input / output side. "layer": block index.
+PARAM_AXES: dict[str, tuple[str | None, ...]] = {
+    # image embedding
+    "patch_embed": (None, "res"),
+    "patch_bias": ("res",),
+    "pos_embed": (None, "res"),
+    "prefix": (None, "res"),
+    # text embedding
+    "token_embed": (None, "res"),
+    # blocks, stacked over layers
+    "norm1": ("layer", "offset"),
+    "qk": ("layer", "head_read", "res_aug", "res_aug"),
+    "ov": ("layer", "head_write", "res_aug", "res"),
+    "attn_bias": ("layer", "res"),
+    "norm2": ("layer", "offset"),
+    "mlp_in": ("layer", "res_read", "unit_read"),
+    "mlp_in_bias": ("layer", "unit_read"),
+    "mlp_out": ("layer", "unit_write", "res"),
+    "mlp_out_bias": ("layer", "res"),
+    # output
+    "norm_final": ("offset",),
+    "head": ("res_read", None),
+    "head_bias": (None,),
+}
+EMBED_PARAMS = {"image": ("patch_embed", "patch_bias", "pos_embed", "prefix"), "text": ("token_embed", "pos_embed")}
+BLOCK_PARAMS = ("norm1", "qk", "ov", "attn_bias", "norm2", "mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias")
+OUTPUT_PARAMS = ("norm_final", "head", "head_bias")
+
+
+def param_names(task: str) -> tuple[str, ...]:
+    """The canonical parameter names of a model for `task` ("image" or "text"), in order."""
+    return EMBED_PARAMS[task] + BLOCK_PARAMS + OUTPUT_PARAMS
+
+
+@dataclass(frozen=True)
+class CanonicalConfig:
+    """Structure of a canonical Transformer; everything but the weights."""
+
+    task: str  # "image": class logits from images; "text": next-token logits from ids
+    depth: int
+    width: int  # residual stream d
+    num_heads: int
+    mlp_width: int
+    eps: float  # RMSNorm eps (scaled by N/M under a width lift)
+    activation: str  # one of ACTIVATIONS
+    num_outputs: int  # classes or vocabulary size
+    attn_scales: tuple[float, ...]  # softmax scale per layer (1/sqrt(head_dim) unless the source says otherwise)
+    causal: bool = False
+    # image models
+    patch_size: int = 0
+    in_chans: int = 0
+    img_size: int = 0
+    num_prefix: int = 0  # class + register tokens
+    pool: str = "token"  # "token": first prefix token; "avg": mean of the patch tokens
+    norm_after_pool: bool = False  # timm's fc_norm: the final norm follows the pooling
+    # text models
+    max_positions: int = 0
+    source: str = ""  # the adapter that produced it
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if len(self.attn_scales) != self.depth:
+            raise ValueError(f"attn_scales has {len(self.attn_scales)} entries for depth {self.depth}")
+
+    def replace(self, **changes) -> CanonicalConfig:
+        return dataclasses.replace(self, **changes)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape every canonical parameter must have."""
+        L, d, H, m, K = self.depth, self.width, self.num_heads, self.mlp_width, self.num_outputs
+        shapes: dict[str, tuple[int, ...]] = {}
+        if self.task == "image":
+            n_patches = (self.img_size // self.patch_size) ** 2
+            shapes |= {
+                "patch_embed": (self.in_chans * self.patch_size**2, d),
+                "patch_bias": (d,),
+                "pos_embed": (n_patches, d),
+                "prefix": (self.num_prefix, d),
+            }
+        else:
+            shapes |= {"token_embed": (K, d), "pos_embed": (self.max_positions, d)}
+        shapes |= {
+            "norm1": (L, d),
+            "qk": (L, H, d + 1, d + 1),
+            "ov": (L, H, d + 1, d),
+            "attn_bias": (L, d),
+            "norm2": (L, d),
+            "mlp_in": (L, d, m),
+            "mlp_in_bias": (L, m),
+            "mlp_out": (L, m, d),
+            "mlp_out_bias": (L, d),
+            "norm_final": (d,),
+            "head": (d, K),
+            "head_bias": (K,),
+        }
+        return shapes
+
+
+def rms_norm(x: Tensor, eps: float) -> Tensor:
+    """x / sqrt(mean(x²) + eps) over the last axis (no scale: it is folded into the readers)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def activation(name: str, x: Tensor) -> Tensor:
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    return F.relu(x)
+
+
+def image_patches(images: Tensor, patch_size: int) -> Tensor:
+    """(B, C, H, W) -> (B, n_patches, C·p·p), row-major over the patch grid, each patch
+    flattened in the (C, p, p) order of a Conv2d weight, so `patches @ W_E` is the patch conv."""
+    B, C, H, W = images.shape
+    p = patch_size
+    x = images.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inputs: Tensor) -> Tensor:
+    """Logits of a canonical model, or of an ensemble of them.
+
+    `params` holds each canonical parameter with its `param_shapes` shape, optionally with one
+    extra leading axis E (an ensemble: e.g. the same model at E interpolation weights). Inputs
+    are shared by the ensemble. Returns (B, K) / (B, T, K) logits, or (E, B, ...) for an ensemble.
+    """
+    ensemble = params["qk"].dim() == 5
+    p = params if ensemble else {k: v.unsqueeze(0) for k, v in params.items()}
+    E = p["qk"].shape[0]
+    c = config
+    if c.task == "image":
+        if inputs.dim() != 4 or inputs.shape[1] != c.in_chans or inputs.shape[-1] != c.img_size:
+            raise ValueError(
+                f"expected images of shape (B, {c.in_chans}, {c.img_size}, {c.img_size}), got {tuple(inputs.shape)}"
+            )
+        patches = image_patches(inputs.to(p["patch_embed"].dtype), c.patch_size)
+        h = torch.einsum("bnk,ekd->ebnd", patches, p["patch_embed"])
+        h = h + p["patch_bias"][:, None, None] + p["pos_embed"][:, None]
+        B = inputs.shape[0]
+        if c.num_prefix:
+            h = torch.cat([p["prefix"][:, None].expand(E, B, -1, -1), h], dim=2)
+    else:
+        if inputs.dim() != 2:
+            raise ValueError(f"expected token ids of shape (B, T), got {tuple(inputs.shape)}")
+        T = inputs.shape[1]
+        if T > c.max_positions:
+            raise ValueError(f"sequence of {T} tokens exceeds the model's {c.max_positions} positions")
+        h = p["token_embed"][:, inputs] + p["pos_embed"][:, None, :T]
+    B, T, d = h.shape[1], h.shape[2], c.width
+    ones = h.new_ones(E, B, T, 1)
+    for layer in range(c.depth):
+        n = rms_norm(h, c.eps) + p["norm1"][:, layer, None, None]
+        aug = torch.cat([n, ones], dim=-1)  # x̃ = [x, 1]
+        q = torch.einsum("ebta,ehac->ebhtc", aug, p["qk"][:, layer])  # x̃ QK_i
+        kv = aug.unsqueeze(2).expand(E, B, c.num_heads, T, d + 1)  # keys and values are x̃ itself
+        z = F.scaled_dot_product_attention(
+            q.flatten(0, 1), kv.flatten(0, 1), kv.flatten(0, 1),
+            is_causal=c.causal, scale=c.attn_scales[layer],
+        ).unflatten(0, (E, B))  # softmax(scores) x̃, per head
+        h = h + torch.einsum("ebhta,ehad->ebtd", z, p["ov"][:, layer]) + p["attn_bias"][:, layer, None, None]
+        n = rms_norm(h, c.eps) + p["norm2"][:, layer, None, None]
+        u = torch.einsum("ebtd,edm->ebtm", n, p["mlp_in"][:, layer]) + p["mlp_in_bias"][:, layer, None, None]
+        u = activation(c.activation, u)
+        h = h + torch.einsum("ebtm,emd->ebtd", u, p["mlp_out"][:, layer]) + p["mlp_out_bias"][:, layer, None, None]
+
+    def final_norm(x: Tensor) -> Tensor:
+        offset = p["norm_final"].reshape(E, *([1] * (x.dim() - 2)), d)
+        return rms_norm(x, c.eps) + offset
+
+    if c.task == "image":
+        if not c.norm_after_pool:
+            h = final_norm(h)
+        h = h[:, :, 0] if c.pool == "token" else h[:, :, c.num_prefix:].mean(2)
+        if c.norm_after_pool:
+            h = final_norm(h)
+        logits = torch.einsum("ebd,edk->ebk", h, p["head"]) + p["head_bias"][:, None]
+    else:
+        logits = torch.einsum("ebtd,edk->ebtk", final_norm(h), p["head"]) + p["head_bias"][:, None, None]
+    return logits if ensemble else logits[0]
+
+
+class CanonicalTransformer(nn.Module):
+    """A Transformer in canonical form (see the module docstring). Its forward gives the same
+    logits as the model it was made from, in eval mode: images -> class logits, token ids ->
+    next-token logits. Parameters are stacked over layers, named as in `PARAM_AXES`."""
+
+    def __init__(self, config: CanonicalConfig, params: Mapping[str, Tensor]):
+        super().__init__()
+        self.config = config
+        expected = config.param_shapes()
+        missing = set(expected) - set(params)
+        extra = set(params) - set(expected)
+        if missing or extra:
+            raise ValueError(f"canonical parameters: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        dtypes = {v.dtype for v in params.values()}
+        if len(dtypes) != 1:
+            raise TypeError(f"canonical parameters must share one dtype, got {sorted(map(str, dtypes))}")
+        for name, shape in expected.items():
+            value = params[name]
+            if tuple(value.shape) != shape:
+                raise ValueError(f"canonical parameter {name!r} has shape {tuple(value.shape)}, expected {shape}")
+            self.register_parameter(name, nn.Parameter(value.detach().clone()))
+
+    # -- structure -------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return self.config.depth
+
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_heads
+
+    @property
+    def mlp_width(self) -> int:
+        return self.config.mlp_width
+
+    @property
+    def eps(self) -> float:
+        return self.config.eps
+
+    @property
+    def activation(self) -> str:
+        return self.config.activation
+
+    def params(self) -> dict[str, Tensor]:
+        """Canonical parameters by name (the live Parameters, in `param_names` order)."""
+        return {name: getattr(self, name) for name in param_names(self.config.task)}
+
+    def with_params(self, params: Mapping[str, Tensor], config: CanonicalConfig | None = None) -> CanonicalTransformer:
+        """A new canonical model with these parameters (and optionally another config)."""
+        return CanonicalTransformer(config or self.config, params)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return canonical_forward(self.params(), self.config, inputs)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"task={c.task}, depth={c.depth}, width={c.width}, heads={c.num_heads}, mlp={c.mlp_width}, "
+            f"outputs={c.num_outputs}, activation={c.activation}, eps={c.eps:g}, source={c.source}"
+        )
+
+
+def check_compatible(a: CanonicalTransformer, b: CanonicalTransformer, *, what: str = "models") -> None:
+    """Raise a clear error unless the two canonical models have the same structure."""
+    ca, cb = a.config, b.config
+    fields = ("task", "depth", "width", "num_heads", "mlp_width", "num_outputs", "activation", "causal",
+              "patch_size", "in_chans", "img_size", "num_prefix", "pool", "norm_after_pool", "max_positions")
+    diffs = [f"{f}: {getattr(ca, f)!r} vs {getattr(cb, f)!r}" for f in fields if getattr(ca, f) != getattr(cb, f)]
+    if not math.isclose(ca.eps, cb.eps, rel_tol=1e-9):
+        diffs.append(f"eps: {ca.eps!r} vs {cb.eps!r}")
+    if diffs:
+        raise ValueError(
+            f"{what} have different architectures ({'; '.join(diffs)}). Interpolation and alignment need the "
+            "same structure: lift a narrower model first (lmc_core.lift_width) or compare like with like."
+        )

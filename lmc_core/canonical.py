@@ -163,12 +163,16 @@ def image_patches(images: Tensor, patch_size: int) -> Tensor:
     return x.reshape(B, (H // p) * (W // p), C * p * p)
 
 
-def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inputs: Tensor) -> Tensor:
+def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inputs: Tensor,
+                      record: dict | None = None) -> Tensor:
     """Logits of a canonical model, or of an ensemble of them.
 
     `params` holds each canonical parameter with its `param_shapes` shape, optionally with one
     extra leading axis E (an ensemble: e.g. the same model at E interpolation weights). Inputs
     are shared by the ensemble. Returns (B, K) / (B, T, K) logits, or (E, B, ...) for an ensemble.
+    If `record` is a dict, it receives per layer the MLP hidden activations ("mlp", layer):
+    (E, B, T, m) and the attention probabilities ("attn", layer): (E, B, H, T, T), for activation
+    matching (this computes attention explicitly, so it is slower).
     """
     ensemble = params["qk"].dim() == 5
     p = params if ensemble else {k: v.unsqueeze(0) for k, v in params.items()}
@@ -199,14 +203,25 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
         aug = torch.cat([n, ones], dim=-1)  # x̃ = [x, 1]
         q = torch.einsum("ebta,ehac->ebhtc", aug, p["qk"][:, layer])  # x̃ QK_i
         kv = aug.unsqueeze(2).expand(E, B, c.num_heads, T, d + 1)  # keys and values are x̃ itself
-        z = F.scaled_dot_product_attention(
-            q.flatten(0, 1), kv.flatten(0, 1), kv.flatten(0, 1),
-            is_causal=c.causal, scale=c.attn_scales[layer],
-        ).unflatten(0, (E, B))  # softmax(scores) x̃, per head
+        if record is None:
+            z = F.scaled_dot_product_attention(
+                q.flatten(0, 1), kv.flatten(0, 1), kv.flatten(0, 1),
+                is_causal=c.causal, scale=c.attn_scales[layer],
+            ).unflatten(0, (E, B))  # softmax(scores) x̃, per head
+        else:
+            scores = torch.einsum("ebhtc,ebsc->ebhts", q, aug) * c.attn_scales[layer]
+            if c.causal:
+                mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
+                scores = scores.masked_fill(mask, float("-inf"))
+            probs = scores.softmax(-1)
+            record[("attn", layer)] = probs
+            z = torch.einsum("ebhts,ebsc->ebhtc", probs, aug)
         h = h + torch.einsum("ebhta,ehad->ebtd", z, p["ov"][:, layer]) + p["attn_bias"][:, layer, None, None]
         n = rms_norm(h, c.eps) + p["norm2"][:, layer, None, None]
         u = torch.einsum("ebtd,edm->ebtm", n, p["mlp_in"][:, layer]) + p["mlp_in_bias"][:, layer, None, None]
         u = activation(c.activation, u)
+        if record is not None:
+            record[("mlp", layer)] = u
         h = h + torch.einsum("ebtm,emd->ebtd", u, p["mlp_out"][:, layer]) + p["mlp_out_bias"][:, layer, None, None]
 
     def final_norm(x: Tensor) -> Tensor:

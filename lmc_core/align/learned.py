@@ -1,0 +1,158 @@
+"""Learned matching (the paper's Algorithm 1) and its soft variant, for two or more models.
+
+Each aligned model m carries latent matrices: Z_O (residual), Z_H (heads, per layer) and Z_FF
+(MLP units, per layer), initialised from weight matching (or the identity). Every step
+  1. projects them: P = Hungarian(Z) with a straight-through estimator (forward hard, backward
+     identity into Z) — or P = Sinkhorn(exp(Z/τ)) for soft matching — and O = U Vᵀ of the SVD
+     of Z_O, differentiated through (see `solvers.polar`); the permutation-only ablation
+     projects Z_O with the Hungarian as well;
+  2. aligns each model with its projected symmetry;
+  3. samples interpolation weights (λ ~ U(0.4, 0.6) by default for a pair; Dirichlet(α·1) for
+     several models) and takes the cross-entropy of the interpolated canonical model on a batch;
+  4. takes an Adam step on the Z's. The models' own weights never change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..canonical import CanonicalTransformer, canonical_forward
+from ..metrics import autocast_context, loss_and_correct
+from ..symmetry import Symmetry, UnitMap
+from .solvers import assignment, one_hot_rows, polar, sinkhorn, straight_through_permutation
+
+LAMBDA_SAMPLERS = ("fixed_0.5", "uniform_0.4_0.6", "uniform_0_1", "normal_0.5_0.1", "uniform_0.2_0.5", "dirichlet")
+
+
+def sample_weights(sampler: str, num_models: int, rng: np.random.Generator, alpha: float = 0.1) -> list[float]:
+    """Interpolation weights of the models for one step. For a pair, λ is the weight of the
+    first (reference) model: θ = λ θ_A + (1 − λ) θ_B."""
+    if sampler == "dirichlet":
+        return rng.dirichlet([alpha] * num_models).tolist()
+    if num_models != 2:
+        raise ValueError(f"sampler {sampler!r} is for pairs; use 'dirichlet' for {num_models} models")
+    if sampler == "fixed_0.5":
+        lam = 0.5
+    elif sampler == "uniform_0.4_0.6":
+        lam = rng.uniform(0.4, 0.6)
+    elif sampler == "uniform_0_1":
+        lam = rng.uniform(0.0, 1.0)
+    elif sampler == "normal_0.5_0.1":
+        lam = float(np.clip(rng.normal(0.5, 0.1), 0.0, 1.0))
+    elif sampler == "uniform_0.2_0.5":  # the paper's code, width-heterogeneous: weight of the wider model
+        lam = rng.uniform(0.2, 0.5)
+    else:
+        raise ValueError(f"unknown lambda sampler {sampler!r}; valid: {', '.join(LAMBDA_SAMPLERS)}")
+    return [lam, 1.0 - lam]
+
+
+class LatentSymmetry(nn.Module):
+    """Learnable latents Z_O, Z_H, Z_FF of one model and their projection to a Symmetry."""
+
+    def __init__(self, init: Symmetry, depth: int, width: int, num_heads: int, mlp_width: int, *,
+                 residual: str = "orthogonal", relaxation: str = "hard", tau: float = 0.05,
+                 sinkhorn_iters: int = 20, dtype: torch.dtype = torch.float32, device: torch.device | None = None):
+        super().__init__()
+        if residual not in ("orthogonal", "permutation"):
+            raise ValueError(f"residual must be 'orthogonal' or 'permutation', got {residual!r}")
+        if relaxation not in ("hard", "soft"):
+            raise ValueError(f"relaxation must be 'hard' or 'soft', got {relaxation!r}")
+        self.residual, self.relaxation, self.tau, self.sinkhorn_iters = residual, relaxation, tau, sinkhorn_iters
+
+        def latent(value: Tensor | None, n: int, layers: int | None) -> nn.Parameter:
+            if value is None:
+                value = torch.eye(n) if layers is None else torch.eye(n).expand(layers, n, n)
+            return nn.Parameter(value.detach().to(device=device, dtype=dtype).clone())
+
+        self.z_residual = latent(init.residual, width, None)
+        self.z_heads = latent(None if init.heads is None else init.heads.read, num_heads, depth)
+        self.z_mlp = latent(None if init.mlp is None else init.mlp.read, mlp_width, depth)
+
+    def _units(self, z: Tensor, hard: bool) -> Tensor:
+        if self.relaxation == "soft":
+            return sinkhorn(z, self.tau, self.sinkhorn_iters)
+        return straight_through_permutation(z) if not hard else one_hot_rows(assignment(z), z.shape[-1], z.dtype)
+
+    def forward(self) -> Symmetry:
+        """The projected symmetry, differentiable in the latents."""
+        if self.residual == "orthogonal":
+            O = polar(self.z_residual)
+        else:
+            O = straight_through_permutation(self.z_residual.T).T
+        heads, units = self._units(self.z_heads, False), self._units(self.z_mlp, False)
+        return Symmetry(O, UnitMap(heads, heads), UnitMap(units, units))
+
+    @torch.no_grad()
+    def project(self) -> Symmetry:
+        """The final symmetry: hard permutations (soft matrices for soft matching), exact O."""
+        if self.residual == "orthogonal":
+            O = polar(self.z_residual)
+        else:
+            O = one_hot_rows(assignment(self.z_residual.T), self.z_residual.shape[0], self.z_residual.dtype).T
+        heads, units = self._units(self.z_heads, True), self._units(self.z_mlp, True)
+        return Symmetry(O.detach(), UnitMap(heads.detach(), heads.detach()), UnitMap(units.detach(), units.detach()))
+
+
+def learn(models: list[CanonicalTransformer], latents: list[LatentSymmetry | None], data: Iterable, *,
+          epochs: int, lr: float, steps_per_epoch: int | None = None, sampler: str = "uniform_0.4_0.6",
+          alpha: float = 0.1, seed: int = 0, on_epoch: Callable[[int, list[Symmetry | None]], dict] | None = None,
+          progress: bool = True) -> dict[str, list]:
+    """Optimise the latents so that interpolations of the aligned models have low loss.
+    `latents[m]` None keeps model m fixed (the reference). Returns the per-epoch history."""
+    config = models[0].config
+    params = [{k: v.detach() for k, v in m.params().items()} for m in models]
+    trainable = [p for lat in latents if lat is not None for p in lat.parameters()]
+    if not trainable:
+        raise ValueError("learned matching needs at least one model with latents")
+    optimizer = torch.optim.Adam(trainable, lr=lr)
+    rng = np.random.default_rng(seed)
+    device = params[0]["qk"].device
+    history: dict[str, list] = {"epoch": [], "train_loss": []}
+    if on_epoch is not None:  # epoch 0: the starting point (weight matching, or identity)
+        _record(history, 0, float("nan"), on_epoch(0, [None if lat is None else lat.project() for lat in latents]))
+    for epoch in range(1, epochs + 1):
+        total, steps = 0.0, 0
+        bar = tqdm(data, desc=f"learned matching, epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                   total=_length(data, steps_per_epoch))
+        for inputs, targets in bar:
+            if steps_per_epoch is not None and steps >= steps_per_epoch:
+                break
+            inputs = inputs.to(device)
+            targets = None if targets is None else targets.to(device)
+            weights = sample_weights(sampler, len(models), rng, alpha)
+            aligned = [p if lat is None else lat().apply_params(p, config)[0] for p, lat in zip(params, latents, strict=True)]
+            mixed = {k: sum(w * a[k] for w, a in zip(weights, aligned, strict=True)) for k in aligned[0]}
+            with autocast_context(device):
+                logits = canonical_forward(mixed, config, inputs)
+            loss_sum, _, count = loss_and_correct(logits, inputs, targets)
+            loss = loss_sum / count
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+            steps += 1
+            if progress:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        extra = on_epoch(epoch, [None if lat is None else lat.project() for lat in latents]) if on_epoch else {}
+        _record(history, epoch, float(total) / max(steps, 1), extra)
+    return history
+
+
+def _record(history: dict[str, list], epoch: int, train_loss: float, extra: dict) -> None:
+    history["epoch"].append(epoch)
+    history["train_loss"].append(train_loss)
+    for key, value in extra.items():
+        history.setdefault(key, []).append(value)
+
+
+def _length(data: Iterable, cap: int | None) -> int | None:
+    try:
+        n = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return cap
+    return n if cap is None else min(n, cap)

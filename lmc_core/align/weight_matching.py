@@ -1,0 +1,126 @@
+"""Weight matching (SPEC section 4): data-free, iterated, on the canonical form.
+
+Each iteration
+1. fits the residual map O by orthogonal Procrustes (or, in the paper's ablation, by a LAP
+   over permutations): for every residual axis of every canonical parameter we stack the
+   vectors along that axis — B's with every *other* residual axis already mapped by the
+   previous O and its heads and units already permuted — scale each block by 1/sqrt(its number
+   of vectors), and take O = U Vᵀ from the SVD of R_Bᵀ R_A. The first iteration uses only the
+   parameters outside the blocks (embeddings, head, final norm); later ones use all of them;
+2. permutes heads per layer by a LAP on C_ij = ‖QK_i^A − QK_j^B‖² + ‖OV_i^A − OV_j^B‖²;
+3. permutes MLP units per layer by a LAP on the similarity of [input weights, bias, output
+   weights] (the Git Re-Basin objective), given O.
+
+Which axes are residual, and how each transforms, comes from `canonical.PARAM_AXES` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..canonical import PARAM_AXES, CanonicalTransformer
+from ..symmetry import Symmetry, UnitMap, _contract
+from .solvers import assignment, one_hot_rows, permutation_procrustes, procrustes
+
+RESIDUAL_ROLES = ("res", "res_read", "res_aug", "offset")
+
+
+def _residual_matrix(role: str, O: Tensor) -> Tensor:
+    if role != "res_aug":
+        return O  # square maps: c = 1, so writers, readers and offsets all contract with O
+    n, m = O.shape
+    aug = torch.zeros(n + 1, m + 1, dtype=O.dtype, device=O.device)
+    aug[:n, :m] = O
+    aug[n, m] = 1.0
+    return aug
+
+
+def _vectors(value: Tensor, axis: int, role: str, width: int) -> Tensor:
+    """The vectors along residual axis `axis` of a parameter, as rows of an (n, width) matrix."""
+    moved = value.movedim(axis, -1)
+    if role == "res_aug":
+        moved = moved[..., :width]  # the bias slot of x̃ = [x, 1] is not moved by O
+    return moved.reshape(-1, width)
+
+
+def residual_cross(params_a: dict[str, Tensor], params_b: dict[str, Tensor], O_prev: Tensor,
+                   names: list[str]) -> Tensor:
+    """C = R_Bᵀ R_A (d_B x d_A) over every residual axis of the named parameters."""
+    width_a, width_b = O_prev.shape[1], O_prev.shape[0]
+    cross = torch.zeros(width_b, width_a, dtype=torch.float64, device=O_prev.device)
+    for name in names:
+        roles = PARAM_AXES[name]
+        for axis, role in enumerate(roles):
+            if role not in RESIDUAL_ROLES:
+                continue
+            b = params_b[name]
+            for other, other_role in enumerate(roles):
+                if other != axis and other_role in RESIDUAL_ROLES:
+                    b = _contract(b, other, _residual_matrix(other_role, O_prev.to(b.dtype)))
+            vb = _vectors(b, axis, role, width_b).double()
+            va = _vectors(params_a[name], axis, role, width_a).double()
+            cross += vb.T @ va / vb.shape[0] ** 0.5 / va.shape[0] ** 0.5
+    return cross
+
+
+def head_similarity(params_a: dict[str, Tensor], params_b: dict[str, Tensor]) -> Tensor:
+    """−C_ij = −(‖QK_i^A − QK_j^B‖² + ‖OV_i^A − OV_j^B‖²), per layer: (L, H, H)."""
+    sim = 0
+    for name in ("qk", "ov"):
+        a, b = params_a[name].flatten(2).double(), params_b[name].flatten(2).double()
+        sim = sim + 2 * a @ b.transpose(1, 2) - (a * a).sum(-1, keepdim=True) - (b * b).sum(-1).unsqueeze(1)
+    return sim
+
+
+def unit_similarity(params_a: dict[str, Tensor], params_b: dict[str, Tensor]) -> Tensor:
+    """Σ of inner products of each unit's input weights, bias and output weights: (L, m, m)."""
+    pa = [params_a["mlp_in"].transpose(1, 2), params_a["mlp_in_bias"].unsqueeze(-1), params_a["mlp_out"]]
+    pb = [params_b["mlp_in"].transpose(1, 2), params_b["mlp_in_bias"].unsqueeze(-1), params_b["mlp_out"]]
+    return sum(a.double() @ b.double().transpose(1, 2) for a, b in zip(pa, pb, strict=True))
+
+
+def weight_distance(params_a: dict[str, Tensor], params_b: dict[str, Tensor]) -> float:
+    """‖θ_A − θ_B‖ / ‖θ_A‖ over all canonical parameters: the weight-matching objective."""
+    num = sum(((params_a[k].double() - params_b[k].double()) ** 2).sum() for k in params_a)
+    den = sum((params_a[k].double() ** 2).sum() for k in params_a)
+    return float((num / den).sqrt())
+
+
+def weight_matching(model_a: CanonicalTransformer, model_b: CanonicalTransformer, *, iterations: int = 15,
+                    residual: str = "orthogonal", on_iteration: Callable[[int, Symmetry], dict] | None = None
+                    ) -> tuple[Symmetry, dict[str, list]]:
+    """Align B to A without data. Returns the Symmetry (apply it to B) and a history with the
+    relative weight distance after every iteration, plus whatever `on_iteration` returns
+    (the barrier, when the caller has data)."""
+    if residual not in ("orthogonal", "permutation"):
+        raise ValueError(f"residual must be 'orthogonal' or 'permutation', got {residual!r}")
+    pa = {k: v.detach() for k, v in model_a.params().items()}
+    pb = {k: v.detach() for k, v in model_b.params().items()}
+    cfg = model_b.config
+    L, H, m, d = cfg.depth, cfg.num_heads, cfg.mlp_width, cfg.width
+    dtype, device = pa["qk"].dtype, pa["qk"].device
+    eye = torch.eye(d, dtype=dtype, device=device)
+    heads = one_hot_rows(torch.arange(H, device=device).expand(L, H), H, dtype)
+    units = one_hot_rows(torch.arange(m, device=device).expand(L, m), m, dtype)
+    O = eye
+    outside_blocks = [n for n in pa if "layer" not in PARAM_AXES[n]]
+    solve = procrustes if residual == "orthogonal" else permutation_procrustes
+    history: dict[str, list] = {"iteration": [], "weight_distance": []}
+    for it in range(iterations):
+        unit_sym = Symmetry(None, UnitMap(heads, heads), UnitMap(units, units))
+        pb_units, _ = unit_sym.apply_params(pb, cfg)
+        names = outside_blocks if it == 0 else list(pa)
+        O = solve(residual_cross(pa, pb_units, O, names)).to(dtype)
+        pb_res, _ = Symmetry(residual=O).apply_params(pb, cfg)
+        heads = one_hot_rows(assignment(head_similarity(pa, pb_res)), H, dtype)
+        units = one_hot_rows(assignment(unit_similarity(pa, pb_res)), m, dtype)
+        sym = Symmetry(O, UnitMap(heads, heads), UnitMap(units, units))
+        history["iteration"].append(it + 1)
+        history["weight_distance"].append(weight_distance(pa, sym.apply_params(pb, cfg)[0]))
+        if on_iteration is not None:
+            for key, value in on_iteration(it + 1, sym).items():
+                history.setdefault(key, []).append(value)
+    return sym, history

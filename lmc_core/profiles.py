@@ -94,6 +94,7 @@ class GPT2Recipe:
     patience: int = 3  # early stopping: epochs without a new best validation loss; ours
     activation: str = "gelu_new"
     train_blocks: int | None = None  # cap on training blocks (first n of a seeded shuffle)
+    val_blocks: int | None = None  # cap on validation blocks for early stopping (None: all)
     compile: bool = False
 
     def __post_init__(self) -> None:

@@ -1,0 +1,344 @@
+"""Train the models the study compares: ViTs on images, GPT-2s on text, one per seed.
+
+The recipes are the paper's (SPEC Table 3), read from a profile:
+
+- AdamW. Weight decay only on the weight matrices of linear maps (Linear, HF's Conv1D, the patch
+  embedding's Conv2d, the heads); none on biases, LayerNorm parameters, token/position
+  embeddings and the class token: decaying those shrinks features with no regularising benefit
+  (the usual nanoGPT / timm practice; the paper does not say).
+- Learning rate per step: linear warmup then cosine decay to 0, or torch's one-cycle when the
+  recipe says "onecycle" (warmup_epochs / epochs is its rising fraction).
+- ViT: random crop (padding ``recipe.pad``) and flip, on the device, a fresh seeded data order
+  every epoch. GPT-2: next-token loss on contiguous blocks, validation loss after every epoch,
+  early stopping after ``patience`` epochs without improvement, and the best epoch's weights
+  are the ones returned.
+- Seeds: ``torch.manual_seed(seed)`` before the model is built decides the initialisation and
+  the dropout stream; epoch e's data order and augmentation come from the seed pair (seed, e).
+  On CPU the same seed gives bit-identical weights.
+- GPU: bf16 autocast, TF32 matmuls, data resident on the device, optional torch.compile.
+  CPU: float32 throughout.
+
+With a CheckpointCache, a trained model is stored and later calls load it instead of training;
+an interrupted run leaves a resume state (model, optimiser, schedule, RNG, best-so-far) that the
+next call picks up, giving the same weights as an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+from transformers.pytorch_utils import Conv1D
+
+from .cache import CheckpointCache
+from .data import image_batches, load_image_dataset, load_token_dataset, token_batches
+from .metrics import autocast_context, evaluate, model_logits
+from .models import build_model, count_parameters
+from .profiles import Profile, resolve_device
+
+# Bump when a change here changes the weights a given recipe and seed produce: the cache key
+# includes it, so old entries are not mistaken for new ones.
+TRAINER_VERSION = 1
+
+Batches = Iterable[tuple[Tensor, Tensor | None]]
+
+
+def model_spec(kind: str, profile: Profile, seed: int) -> dict[str, Any]:
+    """Everything that decides a trained model's weights: its cache key is a hash of this."""
+    if kind not in ("vit", "gpt2"):
+        raise ValueError(f"unknown model kind {kind!r}; valid kinds: vit, gpt2")
+    recipe = profile.vit if kind == "vit" else profile.gpt2
+    return {
+        "kind": kind,
+        "recipe": dataclasses.asdict(recipe),
+        "seed": int(seed),
+        "trainer_version": TRAINER_VERSION,
+    }
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``'s data order: distinct for every (seed, epoch) pair."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay the weight matrices of linear maps, nothing else (module docstring)."""
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d | Conv1D)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) in decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
+    ]
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, lr: float, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: "cosine" (linear warmup, cosine to 0) or "onecycle" (torch's)."""
+    if schedule == "onecycle":
+        pct = min(max(warmup_steps / total_steps, 1e-3), 0.999)  # OneCycleLR needs 0 < pct < 1
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total_steps, pct_start=pct
+        )
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclasses.dataclass
+class _Task:
+    """What the training loop needs to know about one model kind."""
+
+    build: dict[str, int]  # build_model's shape arguments, kept in the cache metadata
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    schedule: str
+    warmup_steps: Callable[[int], int]  # steps per epoch -> warmup steps
+    label_smoothing: float
+    compile: bool
+    train_batches: Callable[[int], Batches]  # epoch -> that epoch's batches
+    steps_per_epoch: int
+    items_per_batch: Callable[[Tensor], int]  # images, or tokens, in a batch
+    val_batches: Batches | None  # None: no early stopping
+    patience: int
+    test_batches: Batches  # the profile's evaluation subset: test metrics in the metadata
+
+
+def _vit_task(profile: Profile, seed: int, device: torch.device) -> _Task:
+    r = profile.vit
+    train = load_image_dataset(r.dataset, "train")
+    if r.train_subset is not None:
+        train = train.subset(r.train_subset, seed=0)  # the same images for every model seed
+    test = load_image_dataset(r.dataset, "test")
+    if profile.eval.test_images is not None:
+        test = test.subset(profile.eval.test_images, seed=0)
+
+    def train_batches(epoch: int) -> Batches:
+        return image_batches(train, r.batch_size, device=device, shuffle=True, augment=True,
+                             pad=r.pad, seed=epoch_seed(seed, epoch))
+
+    return _Task(
+        build={"num_classes": train.num_classes, "in_chans": train.in_chans,
+               "img_size": train.img_size},
+        epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay,
+        schedule=r.schedule, warmup_steps=lambda spe: round(r.warmup_epochs * spe),
+        label_smoothing=r.label_smoothing, compile=r.compile,
+        train_batches=train_batches, steps_per_epoch=len(train_batches(0)),
+        items_per_batch=lambda x: x.shape[0],
+        val_batches=None, patience=0,
+        test_batches=image_batches(test, profile.eval.batch_size, device=device, shuffle=False),
+    )
+
+
+def _seeded_subset(blocks: Tensor, n: int | None) -> Tensor:
+    """``n`` blocks drawn at random over the whole split, the same for every model seed."""
+    if n is None or n >= len(blocks):
+        return blocks
+    return blocks[torch.randperm(len(blocks), generator=torch.Generator().manual_seed(0))[:n]]
+
+
+def _gpt2_task(profile: Profile, seed: int, device: torch.device) -> _Task:
+    r = profile.gpt2
+    tokens = load_token_dataset(r.corpus, r.tokenizer)
+    train = tokens.blocks("train", r.block_size)
+    train = _seeded_subset(train, r.train_blocks)
+    val = _seeded_subset(tokens.blocks("val", r.block_size), r.val_blocks)
+
+    def train_batches(epoch: int) -> Batches:
+        return token_batches(train, r.batch_size, device=device, shuffle=True,
+                             seed=epoch_seed(seed, epoch))
+
+    def fixed(blocks: Tensor) -> Batches:
+        return token_batches(blocks, profile.eval.batch_size, device=device, shuffle=False)
+
+    return _Task(
+        build={"vocab_size": tokens.vocab_size},
+        epochs=r.max_epochs, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay,
+        schedule="cosine", warmup_steps=lambda spe: r.warmup_steps,
+        label_smoothing=0.0, compile=r.compile,
+        train_batches=train_batches, steps_per_epoch=len(train_batches(0)),
+        items_per_batch=lambda x: x.shape[0] * (x.shape[1] - 1),
+        val_batches=fixed(val), patience=r.patience,
+        test_batches=fixed(_seeded_subset(tokens.blocks("test", r.block_size),
+                                          profile.eval.test_blocks)),
+    )
+
+
+def _train_loss(logits: Tensor, inputs: Tensor, targets: Tensor | None, smoothing: float) -> Tensor:
+    """Mean cross-entropy in float32; targets None means next-token prediction."""
+    if targets is None:
+        logits, targets = logits[:, :-1], inputs[:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                           label_smoothing=smoothing)
+
+
+def _clone_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train_model(
+    kind: str,
+    profile: Profile,
+    seed: int,
+    *,
+    device: torch.device | str | None = None,
+    cache: CheckpointCache | None = None,
+    progress: bool = True,
+    resume_interval_s: float = 30.0,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> nn.Module:
+    """Train (or load from ``cache``) the ``kind`` model ("vit" or "gpt2") of ``profile`` for
+    ``seed``; returns it in eval mode with its training metadata in ``model.lmc_meta``.
+
+    ``device`` defaults to the profile's. With a cache, a resume state is written at the end of
+    an epoch when ``resume_interval_s`` seconds passed since the last one (0: every epoch).
+    ``on_epoch_end(epoch, record)`` is called after each epoch's bookkeeping (and resume write).
+    """
+    device = torch.device(device) if device is not None else resolve_device(profile)
+    spec = model_spec(kind, profile, seed)
+    if cache is not None and (hit := cache.load(spec)) is not None:
+        state, meta = hit
+        model = build_model(kind, profile, **meta["build"])
+        model.load_state_dict(state)
+        model.lmc_meta = {**meta, "from_cache": True}
+        return model.to(device).eval()
+
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32: bf16 autocast covers the rest
+    task = _vit_task(profile, seed, device) if kind == "vit" else _gpt2_task(profile, seed, device)
+    torch.manual_seed(seed)
+    model = build_model(kind, profile, **task.build).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, task.weight_decay), lr=task.lr,
+                                  fused=device.type == "cuda")
+    total_steps = task.epochs * task.steps_per_epoch
+    scheduler = make_scheduler(optimizer, task.schedule, task.lr, total_steps,
+                               task.warmup_steps(task.steps_per_epoch))
+    fwd = torch.compile(model) if task.compile and device.type == "cuda" else model
+
+    start_epoch, history, wall_before = 0, [], 0.0
+    best: dict[str, Any] = {"val_loss": math.inf, "epoch": -1, "state": None}
+    resume = cache.load_resume(spec) if cache is not None else None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        _set_rng_state(resume["rng"], device)
+        start_epoch, history, wall_before = resume["epoch"], resume["history"], resume["wall_s"]
+        best = resume["best"]
+        if best["state"] is not None:
+            best["state"] = {k: v.to(device) for k, v in best["state"].items()}
+
+    t_start = time.perf_counter()
+    last_resume_write = t_start
+    bar = tqdm(total=total_steps, initial=start_epoch * task.steps_per_epoch, disable=not progress,
+               desc=f"{kind} seed {seed}", unit="step", mininterval=2.0, dynamic_ncols=True)
+    model.train()
+    for epoch in range(start_epoch, task.epochs):
+        if best["epoch"] >= 0 and epoch - 1 - best["epoch"] >= task.patience > 0:
+            break  # early stopping (checked here too so a resumed run stops where it would have)
+        loss_sum = torch.zeros((), device=device)
+        items, t_epoch = 0, time.perf_counter()
+        for step, (x, y) in enumerate(task.train_batches(epoch)):
+            with autocast_context(device):
+                logits = model_logits(fwd, x)
+            loss = _train_loss(logits, x, y, task.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+            items += task.items_per_batch(x)
+            bar.update()
+            if progress and step % 50 == 0:  # .item() syncs the GPU: not every step
+                rate = items / (time.perf_counter() - t_epoch)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", per_s=f"{rate:,.0f}")
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / task.steps_per_epoch,
+            "items_per_s": items / (time.perf_counter() - t_epoch),
+            "lr": scheduler.get_last_lr()[0],
+        }
+        if task.val_batches is not None:
+            record["val_loss"] = evaluate(model, task.val_batches)["loss"]
+            if record["val_loss"] < best["val_loss"]:
+                best = {"val_loss": record["val_loss"], "epoch": epoch, "state": _clone_state(model)}
+            bar.set_postfix(epoch=epoch + 1, val=f"{record['val_loss']:.3f}",
+                            best=f"{best['val_loss']:.3f}")
+        history.append(record)
+        now = time.perf_counter()
+        if cache is not None and now - last_resume_write >= resume_interval_s:
+            cache.save_resume(spec, {
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(device), "best": best,
+                "history": history, "wall_s": wall_before + now - t_start,
+            })
+            last_resume_write = now
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    bar.close()
+
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model.eval()
+    test = evaluate(model, task.test_batches)
+    meta = {
+        "kind": kind,
+        "seed": int(seed),
+        "build": task.build,
+        "n_params": count_parameters(model),
+        "epochs_run": len(history),
+        "best_epoch": best["epoch"] + 1 if best["state"] is not None else len(history),
+        "best_val_loss": best["val_loss"] if best["state"] is not None else None,
+        "final_val_loss": history[-1].get("val_loss") if history else None,
+        "final_train_loss": history[-1]["train_loss"] if history else None,
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_items": test["items"],
+        "wall_s": wall_before + time.perf_counter() - t_start,
+        "device": str(device),
+        "torch": torch.__version__,
+        "history": history,
+    }
+    if cache is not None:
+        cache.save(spec, model, meta)
+        cache.clear_resume(spec)
+    model.lmc_meta = {**meta, "from_cache": False}
+    return model
+
+
+def train_models(
+    kind: str,
+    profile: Profile,
+    seeds: Sequence[int],
+    **kwargs: Any,
+) -> list[nn.Module]:
+    """``train_model`` for each seed (keyword arguments passed on)."""
+    return [train_model(kind, profile, seed, **kwargs) for seed in seeds]

@@ -1,21 +1,27 @@
 # lmc-book. `make book` runs the study on its CPU default and builds the HTML; `make test` tests.
+#   make book                     smoke profile (2 CPU cores, minutes) -> book/_build/html/index.html
+#   make reproduce PROFILE=full   the full profile (one GPU), then the book
+#   make book RUN_ARGS="--only 00_data_overview"   a subset of the notebooks (also --force)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= smoke
+RUN_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LMC_DATA_DIR ?= $(CURDIR)/.data
 export LMC_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: setup data test lint book reproduce clean
+.PHONY: setup data test lint book reproduce html pdf check-book clean
 
 # The stamp depends on what decides the environment, so re-running is a no-op when nothing changed.
+# The kernel spec "python3" is installed into the venv, so papermill runs the venv's interpreter.
 $(VENV)/.stamp: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt torch torchvision
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[book,dev,vision]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lmc-book)" >/dev/null
 	touch $@
 
 setup: $(VENV)/.stamp
@@ -29,5 +35,24 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest
 
+# Runs every notebook whose inputs changed (scripts/run_notebooks.py skips the others).
+book: setup data
+	$(PY) scripts/run_notebooks.py --profile smoke $(RUN_ARGS)
+	$(PY) scripts/build_book.py
+
+reproduce: setup data
+	$(PY) scripts/run_notebooks.py --profile $(PROFILE) $(RUN_ARGS)
+	$(PY) scripts/build_book.py
+
+# Only rebuild the HTML from the runs already under book/runs.
+html: setup
+	$(PY) scripts/build_book.py
+
+pdf: setup
+	$(PY) scripts/build_book.py --pdf
+
+check-book: setup
+	$(PY) scripts/check_book.py book/_build/html
+
 clean:
-	rm -rf book/_build .pytest_cache .ruff_cache
+	rm -rf book/_build book/_toc.yml book/intro.md .pytest_cache .ruff_cache

@@ -1,0 +1,259 @@
+#!/usr/bin/env python
+"""Execute the book's notebooks with papermill into book/runs/<profile>/<name>/.
+
+    python scripts/run_notebooks.py --profile smoke
+    python scripts/run_notebooks.py --profile full --only 03_barriers --device cuda
+    python scripts/run_notebooks.py --profile smoke -p overrides '{"vit.epochs": 1}' --force
+
+Every notebook gets the parameters {profile, device, output_dir: "."} (plus any ``-p key value``)
+and runs with its kernel's working directory set to its output directory, so results.json and
+the figures it saves land beside the executed notebook.
+
+Skipping: a run directory holds ``stamp.json`` with the sha256 over the notebook's source, the
+parameters, the profile and every lmc_core/**/*.py source. A notebook whose stamp matches and
+whose executed notebook and results.json exist is skipped (``--force`` runs it anyway).
+
+Atomicity: a notebook runs into ``book/runs/<profile>/.partial-<name>/`` and only a successful
+run is moved into place (the stamp is written last, before the move), so a run directory is
+always a complete run or absent. A failed run's partial output stays in the .partial directory
+and its path is printed; the script goes on with the other notebooks and exits 1 at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = ROOT / "notebooks"
+RUNS_DIR = ROOT / "book" / "runs"
+LIB_DIR = ROOT / "lmc_core"
+STAMP_FILE = "stamp.json"
+RESULTS_FILE = "results.json"
+KERNEL = "python3"
+PROFILE_NAMES = ("smoke", "full", "paper")  # lmc_core.profiles.PROFILES (not imported: no torch)
+
+
+class ParameterError(ValueError):
+    """A parameter the notebook's ``parameters`` cell does not define."""
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # "ran", "skipped", "failed"
+    wall_s: float
+    out_dir: Path
+    message: str = ""
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The parameters papermill finds in the notebook's cell tagged ``parameters``."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(path))
+    if not params:
+        raise ParameterError(f"{path}: no cell tagged 'parameters' (papermill needs one)")
+    return params
+
+
+def check_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
+    """Raise ParameterError naming unknown parameters and listing the valid ones."""
+    valid = notebook_parameters(path)
+    unknown = sorted(set(parameters) - set(valid))
+    if unknown:
+        raise ParameterError(
+            f"{path.name}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)}; valid parameters: {', '.join(valid)}")
+
+
+def stamp_digest(notebook: Path, parameters: Mapping[str, Any], profile: str,
+                 lib_dir: Path = LIB_DIR) -> str:
+    """sha256 over the notebook source, the parameters, the profile and the library sources."""
+    h = hashlib.sha256()
+
+    def part(label: str, data: bytes) -> None:
+        h.update(label.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+
+    part("notebook", notebook.read_bytes())
+    part("parameters", json.dumps(parameters, sort_keys=True, default=str).encode())
+    part("profile", profile.encode())
+    for src in sorted(lib_dir.rglob("*.py")):
+        if "__pycache__" not in src.parts:
+            part("lib:" + src.relative_to(lib_dir).as_posix(), src.read_bytes())
+    return h.hexdigest()
+
+
+def is_up_to_date(out_dir: Path, name: str, digest: str) -> bool:
+    """True when out_dir holds a complete run (notebook + results.json) with this digest."""
+    try:
+        stamp = json.loads((out_dir / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (stamp.get("sha256") == digest and (out_dir / f"{name}.ipynb").is_file()
+            and (out_dir / RESULTS_FILE).is_file())
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished run ``src`` to ``dst``; the old run stays whole until the swap."""
+    old = dst.with_name(f".old-{dst.name}")
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs_dir: Path,
+            force: bool = False, lib_dir: Path = LIB_DIR, kernel: str = KERNEL,
+            log=print) -> Outcome:
+    """Run (or skip) one notebook; see the module docstring."""
+    import nbformat
+    import papermill
+
+    name = notebook.stem
+    out_dir = runs_dir / profile / name
+    params = {"profile": profile, "output_dir": ".", **parameters}
+    check_parameters(notebook, params)
+    digest = stamp_digest(notebook, params, profile, lib_dir)
+    if not force and is_up_to_date(out_dir, name, digest):
+        return Outcome(name, "skipped", 0.0, out_dir, "unchanged")
+
+    partial = runs_dir / profile / f".partial-{name}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    output = partial / f"{name}.ipynb"
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters=dict(params), kernel_name=kernel,
+            cwd=str(partial), progress_bar=False, request_save_on_cell_execute=True,
+        )
+        if not (partial / RESULTS_FILE).is_file():
+            raise RuntimeError(f"{name} ran but wrote no {RESULTS_FILE} (call run.save_results)")
+    except Exception as exc:  # papermill's error carries the failing cell's traceback
+        wall = time.perf_counter() - t0
+        msg = str(exc).strip().splitlines()
+        detail = "\n".join(msg[-8:]) if msg else type(exc).__name__
+        return Outcome(name, "failed", wall, partial, detail)
+    wall = time.perf_counter() - t0
+    nb = nbformat.read(output, as_version=4)  # record final, repo-relative paths
+    pm = nb.metadata.get("papermill", {})
+    pm["input_path"] = _rel(notebook)
+    pm["output_path"] = _rel(out_dir / f"{name}.ipynb")
+    nbformat.write(nb, output)
+    stamp = {"sha256": digest, "notebook": _rel(notebook), "profile": profile,
+             "parameters": params, "wall_time_s": round(wall, 2),
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (partial / STAMP_FILE).write_text(json.dumps(stamp, indent=1, default=str) + "\n")
+    _replace_dir(partial, out_dir)
+    return Outcome(name, "ran", wall, out_dir)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def select_notebooks(only: Sequence[str] | None, notebooks_dir: Path = NOTEBOOKS_DIR
+                     ) -> list[Path]:
+    found = sorted(notebooks_dir.glob("*.ipynb"))
+    if not only:
+        return found
+    by_name = {p.stem: p for p in found}
+    wanted = [Path(o).stem for o in only]
+    unknown = [w for w in wanted if w not in by_name]
+    if unknown:
+        raise SystemExit(f"error: unknown notebook(s) {', '.join(unknown)}; "
+                         f"valid names: {', '.join(by_name) or '(none)'}")
+    return [by_name[w] for w in dict.fromkeys(wanted)]
+
+
+def parse_value(text: str) -> Any:
+    """papermill-style: YAML scalars and flow collections ("3", "true", "{a: 1}"), else text."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", required=True, choices=PROFILE_NAMES)
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
+    ap.add_argument("--force", action="store_true", help="run even when up to date")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto: the profile's device (smoke: CPU; full: CUDA when available)")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                    metavar=("KEY", "VALUE"), help="extra notebook parameter (YAML value)")
+    ap.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
+    ap.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR)
+    args = ap.parse_args(argv)
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("LMC_DATA_DIR", str(ROOT / ".data"))
+    os.environ.setdefault("LMC_CACHE_DIR", str(ROOT / ".cache"))
+
+    notebooks = select_notebooks(args.only, args.notebooks_dir)
+    if not notebooks:
+        print(f"no notebooks in {args.notebooks_dir}", file=sys.stderr)
+        return 1
+    extra = {k: parse_value(v) for k, v in args.parameter}
+    params = {"device": args.device, **extra}
+    try:  # every notebook's parameters are checked before anything runs
+        for nb in notebooks:
+            check_parameters(nb, {"profile": args.profile, "output_dir": ".", **params})
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    outcomes: list[Outcome] = []
+    total0 = time.perf_counter()
+    for nb in notebooks:
+        print(f"[{args.profile}] {nb.name} ...", flush=True)
+        out = run_one(nb, profile=args.profile, parameters=params, runs_dir=args.runs_dir,
+                      force=args.force)
+        outcomes.append(out)
+        if out.status == "skipped":
+            print(f"[{args.profile}] {nb.name}: skipped (unchanged; {_rel(out.out_dir)})")
+        elif out.status == "ran":
+            print(f"[{args.profile}] {nb.name}: done in {out.wall_s:.1f} s -> "
+                  f"{_rel(out.out_dir / (out.name + '.ipynb'))}", flush=True)
+        else:
+            print(f"[{args.profile}] {nb.name}: FAILED after {out.wall_s:.1f} s\n"
+                  f"  partial output: {_rel(out.out_dir / (out.name + '.ipynb'))}\n"
+                  + "\n".join("  | " + line for line in out.message.splitlines()),
+                  file=sys.stderr, flush=True)
+    total = time.perf_counter() - total0
+    print(f"\n{'notebook':40s} {'status':8s} {'wall':>9s}")
+    for o in outcomes:
+        print(f"{o.name:40s} {o.status:8s} {o.wall_s:8.1f}s")
+    print(f"{'total':40s} {'':8s} {total:8.1f}s")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print("FAILED: " + ", ".join(f"{o.name} (partial output in {_rel(o.out_dir)})"
+                                     for o in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

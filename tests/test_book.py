@@ -1,0 +1,161 @@
+"""Screenshot test: a tiny book built with jupyter-book 1.x (execution off) from a fixture notebook
+with one figure, opened page by page in real headless Chromium by scripts/check_book.py.
+
+Skipped only when Chromium is missing *and* CI is not set; .ci/run installs Chromium first, so
+in CI it always runs."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+check_book = load_script("check_book")
+build_book = load_script("build_book")
+
+needs_chromium = pytest.mark.skipif(
+    check_book.find_chromium() is None and not os.environ.get("CI"),
+    reason="chromium is not installed (apt-get install -y chromium); CI is not set")
+
+
+def _png_bytes() -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 0.5, 1], [0.2, 1.4, 0.2], marker="o")
+    ax.set_xlabel("λ")
+    ax.set_ylabel("loss")
+    ax.set_title("fixture barrier")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _executed_fixture(path: Path) -> None:
+    """An already executed notebook (as papermill leaves it) with one PNG figure output."""
+    params = nbformat.v4.new_code_cell('profile = "smoke"', execution_count=1)
+    params.metadata["tags"] = ["parameters"]
+    fig = nbformat.v4.new_code_cell("plot()", execution_count=2, outputs=[
+        nbformat.v4.new_output("display_data", data={
+            "image/png": base64.b64encode(_png_bytes()).decode(),
+            "text/plain": "<Figure size 400x300 with 1 Axes>"}),
+    ])
+    table = nbformat.v4.new_code_cell("display_table(rows)", execution_count=3, outputs=[
+        nbformat.v4.new_output("display_data", data={
+            "text/markdown": "| method | loss barrier |\n| --- | --- |\n| Vanilla | 1.20 |",
+            "text/plain": "<IPython.core.display.Markdown object>"}),
+    ])
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Fixture chapter\n\nA chapter with one figure."),
+        params, nbformat.v4.new_markdown_cell("## The figure"), fig, table])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def tiny_book(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("tinybook")
+    book, notebooks = base / "book", base / "notebooks"
+    book.mkdir()
+    shutil.copy(ROOT / "book" / "_config.yml", book / "_config.yml")
+    _executed_fixture(notebooks / "01_fixture.ipynb")  # the source (only its name matters here)
+    run_dir = book / "runs" / "smoke" / "01_fixture"
+    _executed_fixture(run_dir / "01_fixture.ipynb")
+    (run_dir / "results.json").write_text(json.dumps({
+        "notebook": "01_fixture", "dataset": "fashion_mnist", "profile": "smoke",
+        "device": "cpu (2 cores)", "commit": "abc1234", "torch": "2", "wall_time_s": 1.0,
+        "created": "2025-01-01T00:00:00+00:00", "rows": []}))
+    chapters = build_book.choose_runs(book, notebooks)
+    assert [c.docname for c in chapters] == ["runs/smoke/01_fixture/01_fixture"]
+    build_book.write_toc(book, chapters)
+    intro = build_book.write_intro(book, chapters).read_text()
+    assert "smoke profile" in intro and "not the paper-scale numbers" in intro
+    assert build_book.build(book, quiet=True) == 0  # -W -n --keep-going: no warnings
+    return book / "_build" / "html"
+
+
+def test_choose_runs_prefers_full(tmp_path):
+    book, notebooks = tmp_path / "book", tmp_path / "notebooks"
+    _executed_fixture(notebooks / "01_a.ipynb")
+    _executed_fixture(notebooks / "02_b.ipynb")
+    for profile, name in (("smoke", "01_a"), ("full", "01_a"), ("smoke", "02_b")):
+        d = book / "runs" / profile / name
+        _executed_fixture(d / f"{name}.ipynb")
+        (d / "results.json").write_text(json.dumps({
+            "notebook": name, "profile": profile, "device": "NVIDIA H100" if profile == "full"
+            else "cpu (2 cores)", "commit": "abc1234", "rows": []}))
+    chapters = build_book.choose_runs(book, notebooks, log=lambda *a: None)
+    assert [(c.name, c.profile) for c in chapters] == [("01_a", "full"), ("02_b", "smoke")]
+    text = build_book.runs_statement(chapters)
+    assert "full profile** on NVIDIA H100, commit `abc1234`" in text
+    assert "not the paper-scale numbers" in text
+    full_only = build_book.runs_statement(chapters[:1])
+    assert "All chapters show the **full profile**" in full_only and "smoke" not in full_only
+
+
+def test_png_and_blank_checks(tmp_path):
+    from PIL import Image
+
+    blank, busy = tmp_path / "blank.png", tmp_path / "busy.png"
+    Image.new("RGB", (64, 64), "white").save(blank)
+    busy.write_bytes(_png_bytes())
+    assert check_book.png_problem(busy) is None
+    assert check_book.blank_problem(busy) is None
+    assert "blank" in check_book.blank_problem(blank)
+    (tmp_path / "cut.png").write_bytes(_png_bytes()[:200])
+    assert check_book.png_problem(tmp_path / "cut.png") is not None
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert check_book.png_problem(tmp_path / "empty.png") == "empty file"
+
+
+@needs_chromium
+def test_book_pages_in_chromium(tiny_book, tmp_path):
+    assert (tiny_book / "index.html").is_file()
+    assert check_book.external_assets(tiny_book) == []
+    shots = tmp_path / "shots"
+    report = check_book.check_book(tiny_book, shots_dir=shots, log=lambda *a: None)
+    assert report.failures == []
+    assert report.pages == ["intro", "runs/smoke/01_fixture/01_fixture"]
+    assert len(list(shots.glob("*.png"))) == 2
+
+
+@needs_chromium
+def test_checker_catches_a_broken_figure(tiny_book, tmp_path):
+    book = tiny_book.parent.parent
+    broken = tmp_path / "html"
+    shutil.copytree(tiny_book, broken)
+    for png in (broken / "_images").glob("*.png"):
+        png.write_bytes(b"")  # the page still references it
+    page = check_book.toc_pages(broken, book / "_toc.yml", book)[1]
+    assert page.figures == 1
+    fails = check_book.check_page(page, check_book.find_chromium(), tmp_path)
+    assert any("empty file" in f for f in fails), fails

@@ -1,0 +1,315 @@
+"""lmc_core.report (results.json, checks, summaries) and scripts/run_notebooks.py (parameters,
+skipping unchanged notebooks, atomic run directories)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from lmc_core import report
+from lmc_core.profiles import PROFILES
+from lmc_core.report import (
+    DATASETS,
+    METHODS,
+    load_results,
+    markdown_table,
+    start_run,
+    summarize,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (scripts/ is not a package)."""
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run(tmp_path):
+    return start_run("99_test", profile="smoke", dataset="fashion_mnist", datasets=["shakespeare"],
+                     device="cpu", overrides={"vit.epochs": 1}, output_dir=tmp_path / "out")
+
+
+# ------------------------------------------------------------------ start_run checks
+
+def test_start_run_resolves_profile_device_and_environment(run, monkeypatch):
+    assert run.profile.name == "smoke"
+    assert run.profile.vit.epochs == 1
+    assert run.device == torch.device("cpu")
+    assert run.output_dir.is_dir()
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert run.device_name.startswith("cpu (") and "core" in run.device_name
+    assert run.commit == "unknown" or len(run.commit.split("-")[0]) >= 7
+    assert run.all_datasets == ["fashion_mnist", "shakespeare"]
+
+
+def test_unknown_profile_lists_valid_profiles(tmp_path):
+    with pytest.raises(ValueError) as e:
+        start_run("x", profile="huge", dataset="fashion_mnist", output_dir=tmp_path)
+    for name in PROFILES:
+        assert name in str(e.value)
+
+
+def test_unknown_dataset_lists_valid_datasets(tmp_path):
+    with pytest.raises(ValueError) as e:
+        start_run("x", profile="smoke", dataset="mnist", output_dir=tmp_path)
+    assert "mnist" in str(e.value)
+    for name in DATASETS:
+        assert name in str(e.value)
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        start_run("x", profile="smoke", datasets=["imagenet"], output_dir=tmp_path)
+
+
+def test_unknown_override_lists_valid_fields(tmp_path):
+    with pytest.raises(ValueError) as e:
+        start_run("x", profile="smoke", overrides={"vit.epoch": 3}, output_dir=tmp_path)
+    assert "epochs" in str(e.value) and "patch_size" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        start_run("x", profile="smoke", overrides={"vitt.epochs": 3}, output_dir=tmp_path)
+    assert "gpt2" in str(e.value) and "align" in str(e.value)
+
+
+def test_unknown_device_lists_valid_devices(tmp_path):
+    with pytest.raises(ValueError, match="auto, cpu, cuda"):
+        start_run("x", profile="smoke", device="tpu", output_dir=tmp_path)
+
+
+# ------------------------------------------------------------------ results.json
+
+ROWS = [
+    {"method": "vanilla", "models": [0, 1], "loss_barrier": 1.5, "acc_barrier": 0.3,
+     "loss_a": 0.5, "loss_b": 0.6, "acc_a": 0.8, "acc_b": 0.79},
+    {"method": "weight_matching", "models": [0, 1], "loss_barrier": torch.tensor(0.25),
+     "acc_barrier": float("nan"), "loss_a": 0.5, "loss_b": 0.6, "acc_a": 0.8, "acc_b": 0.79},
+]
+
+
+def test_save_results_content(run):
+    path = run.save_results(ROWS, curve=[0.1, 0.2])
+    assert path == run.output_dir / "results.json"
+    data = json.loads(path.read_text())
+    for key in ("notebook", "dataset", "profile", "device", "commit", "torch", "wall_time_s",
+                "created", "rows"):
+        assert key in data, key
+    assert data["notebook"] == "99_test"
+    assert data["dataset"] == "fashion_mnist, shakespeare"
+    assert data["profile"] == "smoke"
+    assert data["device"] == run.device_name
+    assert data["torch"] == torch.__version__
+    assert data["wall_time_s"] >= 0
+    assert data["overrides"] == {"vit.epochs": 1}
+    assert data["curve"] == [0.1, 0.2]
+    assert data["rows"][1]["loss_barrier"] == pytest.approx(0.25)  # tensor -> number
+    assert data["rows"][1]["acc_barrier"] is None  # NaN is not JSON
+    assert load_results(path)["rows"] == data["rows"]
+    assert load_results(run.output_dir)["notebook"] == "99_test"
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+
+def test_save_results_is_atomic(run, monkeypatch):
+    path = run.save_results(ROWS)
+    before = path.read_text()
+    with pytest.raises(TypeError):  # not serialisable: nothing written
+        run.save_results([{"method": "vanilla", "loss_barrier": object()}])
+    assert path.read_text() == before
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        run.save_results(ROWS[:1])
+    assert path.read_text() == before  # the old file is whole
+    assert sorted(p.name for p in run.output_dir.iterdir()) == ["results.json"]  # no temp left
+
+
+def test_save_results_checks_methods_and_reserved_keys(run):
+    with pytest.raises(ValueError) as e:
+        run.save_results([{"method": "git_rebasin", "loss_barrier": 1.0}])
+    for m in METHODS:
+        assert m in str(e.value)
+    run.save_results([{"method": "git_rebasin", "loss_barrier": 1.0}],
+                     extra_methods=["git_rebasin"])
+    with pytest.raises(ValueError, match="reserved"):
+        run.save_results([], profile="other")
+    assert not (run.output_dir / "results.json.tmp").exists()
+
+
+def test_load_results_rejects_other_json(tmp_path):
+    (tmp_path / "results.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="missing keys"):
+        load_results(tmp_path)
+
+
+def test_provenance_line(run):
+    line = run.provenance()
+    assert "\n" not in line
+    for part in ("Dataset fashion_mnist, shakespeare", "profile smoke", "vit.epochs=1",
+                 f"device {run.device_name}", f"commit {run.commit}", f"torch {torch.__version__}",
+                 "wall time "):
+        assert part in line, part
+
+
+def test_savefig_writes_png(run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = run.savefig(fig, "curve")
+    plt.close(fig)
+    assert path == run.output_dir / "curve.png"
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ValueError):
+        run.savefig(fig, "../escape")
+
+
+# ------------------------------------------------------------------ summaries and tables
+
+def test_summarize_mean_and_standard_error():
+    rows = [{"method": "weight_matching", "loss_barrier": v} for v in (1.0, 2.0, 3.0, 4.0)]
+    rows += [{"method": "vanilla", "loss_barrier": 2.0}, {"method": "custom", "loss_barrier": 0.5},
+             {"method": "learned_matching", "loss_barrier": 0.0},
+             {"method": "learned_matching", "loss_barrier": 0.02}]
+    out = summarize(rows)
+    assert [s["method"] for s in out] == ["vanilla", "weight_matching", "learned_matching",
+                                          "custom"]
+    wm = out[1]
+    assert wm["n"] == 4 and wm["mean"] == pytest.approx(2.5)
+    assert wm["se"] == pytest.approx(math.sqrt(5 / 3) / 2)  # sample std / sqrt(n)
+    assert wm["loss_barrier"] == "2.50 ± 0.65"
+    assert out[0]["se"] is None and out[0]["loss_barrier"] == "2.00"  # n = 1: no error bar
+    assert out[2]["loss_barrier"] == "0.01 ± 0.01"
+    assert out[2]["label"] == "Learned matching (all classes)"
+
+    two = summarize(rows, ["loss_barrier", "acc_barrier"])
+    assert two[1]["loss_barrier_mean"] == pytest.approx(2.5)
+    assert two[1]["acc_barrier"] == "—" and two[1]["acc_barrier_mean"] is None
+
+
+def test_markdown_table():
+    table = markdown_table(summarize([{"method": "vanilla", "loss_barrier": 1.0},
+                                      {"method": "vanilla", "loss_barrier": 2.0}]),
+                           ["label", "loss_barrier", ("n", "pairs")])
+    lines = table.splitlines()
+    assert lines[0] == "| method | loss barrier | pairs |"
+    assert lines[1].count("---") == 3
+    assert lines[2] == "| Vanilla averaging | 1.50 ± 0.50 | 2 |"
+    assert "a \\| b" in markdown_table([{"x": "a | b", "y": None, "z": 0.12345}])
+    assert "| — | 0.123 |" in markdown_table([{"x": "a | b", "y": None, "z": 0.12345}])
+
+
+# ------------------------------------------------------------------ scripts/run_notebooks.py
+
+def _fixture_notebook(path: Path, body: str = "x = 1") -> Path:
+    """A notebook without lmc_core (fast): parameters, then results.json by hand."""
+    params = nbformat.v4.new_code_cell('profile = "smoke"\ndevice = "auto"\noutput_dir = "."\n'
+                                       'scale = 1.0')
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Fixture"), params, nbformat.v4.new_code_cell(body),
+        nbformat.v4.new_code_cell(
+            "import json, pathlib\n"
+            "pathlib.Path(output_dir, 'results.json').write_text(json.dumps("
+            "{'notebook': 'fixture', 'profile': profile, 'device': device, 'commit': 'x', "
+            "'rows': [{'scale': scale}]}))"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_profile_names_match_profiles():
+    rn = load_script("run_notebooks")
+    assert set(rn.PROFILE_NAMES) == set(PROFILES)
+
+
+def test_unknown_parameter_lists_valid_names(tmp_path, capsys):
+    rn = load_script("run_notebooks")
+    nb = _fixture_notebook(tmp_path / "notebooks" / "01_fx.ipynb")
+    with pytest.raises(rn.ParameterError) as e:
+        rn.check_parameters(nb, {"profile": "smoke", "sclae": 2})
+    assert "sclae" in str(e.value)
+    assert "valid parameters: profile, device, output_dir, scale" in str(e.value)
+    rc = rn.main(["--profile", "smoke", "--notebooks-dir", str(tmp_path / "notebooks"),
+                  "--runs-dir", str(tmp_path / "runs"), "-p", "sclae", "2"])
+    assert rc == 2
+    assert "valid parameters: profile, device, output_dir, scale" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_stamp_digest_covers_inputs(tmp_path):
+    rn = load_script("run_notebooks")
+    lib = tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    (lib / "a.py").write_text("A = 1\n")
+    (lib / "sub" / "b.py").write_text("B = 1\n")
+    nb = _fixture_notebook(tmp_path / "nb.ipynb")
+    base = rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib)
+    assert rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib) == base
+    assert rn.stamp_digest(nb, {"device": "cpu"}, "smoke", lib) != base
+    assert rn.stamp_digest(nb, {"device": "auto"}, "full", lib) != base
+    (lib / "sub" / "b.py").write_text("B = 2\n")
+    assert rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib) != base
+    (lib / "sub" / "b.py").write_text("B = 1\n")
+    _fixture_notebook(nb, body="x = 2")
+    assert rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib) != base
+
+
+def test_run_skip_rerun_and_failure(tmp_path):
+    rn = load_script("run_notebooks")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "core.py").write_text("VERSION = 1\n")
+    nb = _fixture_notebook(tmp_path / "notebooks" / "01_fx.ipynb")
+    runs = tmp_path / "runs"
+    kw = dict(profile="smoke", parameters={"device": "auto", "scale": 2.0}, runs_dir=runs,
+              lib_dir=lib)
+
+    first = rn.run_one(nb, **kw)
+    out = runs / "smoke" / "01_fx"
+    assert first.status == "ran", first.message
+    assert sorted(p.name for p in out.iterdir()) == ["01_fx.ipynb", "results.json", "stamp.json"]
+    assert json.loads((out / "results.json").read_text())["rows"] == [{"scale": 2.0}]
+    executed = nbformat.read(out / "01_fx.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    assert not any(p.name.startswith(".") for p in (runs / "smoke").iterdir())
+
+    assert rn.run_one(nb, **kw).status == "skipped"  # unchanged
+    assert rn.run_one(nb, **{**kw, "force": True}).status == "ran"
+    (lib / "core.py").write_text("VERSION = 2\n")  # the library changed
+    assert rn.run_one(nb, **kw).status == "ran"
+    assert rn.run_one(nb, **kw).status == "skipped"
+    (out / "results.json").unlink()  # an incomplete run is not up to date
+    assert not rn.is_up_to_date(out, "01_fx", rn.stamp_digest(
+        nb, {"profile": "smoke", "output_dir": ".", "device": "auto", "scale": 2.0}, "smoke", lib))
+
+    good = (out / "01_fx.ipynb").read_bytes()
+    _fixture_notebook(nb, body="raise RuntimeError('boom in cell 3')")
+    failed = rn.run_one(nb, **kw)
+    assert failed.status == "failed"
+    assert "boom in cell 3" in failed.message
+    assert failed.out_dir == runs / "smoke" / ".partial-01_fx"
+    assert (failed.out_dir / "01_fx.ipynb").is_file()  # the partial output, with the error
+    assert (out / "01_fx.ipynb").read_bytes() == good  # the last good run is untouched

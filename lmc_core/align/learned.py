@@ -26,6 +26,7 @@ from ..metrics import autocast_context, loss_and_correct
 from ..symmetry import Symmetry, UnitMap
 from .solvers import assignment, one_hot_rows, polar, sinkhorn, straight_through_permutation
 
+SOFT_INIT_MIX = 0.05  # mass spread uniformly when soft matching starts from a permutation
 LAMBDA_SAMPLERS = ("fixed_0.5", "uniform_0.4_0.6", "uniform_0_1", "normal_0.5_0.1", "uniform_0.2_0.5", "dirichlet")
 
 
@@ -72,6 +73,13 @@ class LatentSymmetry(nn.Module):
         self.z_residual = latent(init.residual, width, None)
         self.z_heads = latent(None if init.heads is None else init.heads.read, num_heads, depth)
         self.z_mlp = latent(None if init.mlp is None else init.mlp.read, mlp_width, depth)
+        if relaxation == "soft":
+            # Start Sinkhorn near the given permutation but off its saturated corner: from a hard
+            # one-hot Z, exp(Z/τ) gives gradients of ~e^(-1/τ) and soft matching never moves.
+            with torch.no_grad():
+                for z in (self.z_heads, self.z_mlp):
+                    n = z.shape[-1]
+                    z.copy_(tau * torch.log((1 - SOFT_INIT_MIX) * z + SOFT_INIT_MIX / n))
 
     def _units(self, z: Tensor, hard: bool) -> Tensor:
         if self.relaxation == "soft":

@@ -1,0 +1,262 @@
+"""The study's experiments as functions, so the notebooks hold only parameters, calls, figures
+and prose. Each function returns plain rows (dicts) that go straight into results.json.
+
+Models come from the checkpoint cache (trained on first use); data are the same train split
+and test subset the trainer uses, so every number is on the profile's evaluation set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .align import Alignment, align, align_many
+from .barrier import BarrierResult, barrier, simplex_barrier
+from .cache import CheckpointCache
+from .canonical import CanonicalTransformer
+from .data import image_batches, load_image_dataset, load_token_dataset, token_batches
+from .profiles import Profile
+from .train import train_model
+
+KINDS = ("vit", "gpt2")
+PAIRWISE_METHODS = ("vanilla", "activation_matching", "weight_matching", "learned_matching_permutation",
+                    "learned_matching")
+
+
+@dataclass
+class StudyData:
+    """Batches for one model kind: `train` feeds learned and activation matching, `test` is the
+    evaluation subset every barrier in the book is measured on."""
+
+    kind: str
+    train: Any
+    test: Any
+    description: str
+
+
+def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0) -> StudyData:
+    """The training split (for alignment) and the profile's test subset (for barriers)."""
+    if kind == "vit":
+        r = profile.vit
+        train = load_image_dataset(r.dataset, "train")
+        if r.train_subset is not None:
+            train = train.subset(r.train_subset, seed=0)
+        test = load_image_dataset(r.dataset, "test")
+        if profile.eval.test_images is not None:
+            test = test.subset(profile.eval.test_images, seed=0)
+        return StudyData(
+            kind,
+            image_batches(train, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),
+            image_batches(test, profile.eval.batch_size, device=device, shuffle=False),
+            f"{r.dataset}: {len(test)} test images",
+        )
+    if kind == "gpt2":
+        r = profile.gpt2
+        tokens = load_token_dataset(r.corpus, r.tokenizer)
+        train_blocks = tokens.blocks("train", r.block_size)
+        test_blocks = tokens.blocks("test", r.block_size)
+        if profile.eval.test_blocks is not None:
+            pick = torch.randperm(len(test_blocks), generator=torch.Generator().manual_seed(0))
+            test_blocks = test_blocks[pick[: profile.eval.test_blocks]]
+        return StudyData(
+            kind,
+            token_batches(train_blocks, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),
+            token_batches(test_blocks, profile.eval.batch_size, device=device, shuffle=False),
+            f"{r.corpus} ({r.tokenizer} tokens): {len(test_blocks)} test blocks of {r.block_size}",
+        )
+    raise ValueError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def trained_models(kind: str, profile: Profile, seeds: list[int], device: torch.device,
+                   progress: bool = True) -> list[nn.Module]:
+    """The models of `seeds`, from the checkpoint cache ($LMC_CACHE_DIR) or trained now."""
+    cache = CheckpointCache()
+    return [train_model(kind, profile, seed, device=device, cache=cache, progress=progress) for seed in seeds]
+
+
+def seed_pairs(n_pairs: int) -> list[tuple[int, int]]:
+    """Independent pairs: (0, 1), (2, 3), ... — no model appears in two pairs."""
+    return [(2 * i, 2 * i + 1) for i in range(n_pairs)]
+
+
+def align_options(profile: Profile, **overrides: Any) -> dict[str, Any]:
+    """The profile's alignment settings as `align` options."""
+    a = profile.align
+    return {"iterations": a.wm_iterations, "epochs": a.lm_epochs, "steps_per_epoch": a.lm_steps_per_epoch,
+            "lr": a.lm_lr, "lambda_sampler": a.lambda_sampler, "samples": a.am_samples, "tau": a.sinkhorn_tau,
+            "sinkhorn_iters": a.sinkhorn_iters, "alpha": a.multi_alpha, "universe_iterations": a.universe_iterations,
+            "lambdas": profile.experiment.lambdas, **overrides}
+
+
+def align_by_name(method: str, model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
+                  **overrides: Any) -> Alignment | None:
+    """One of the book's method names (None for vanilla: nothing to align)."""
+    opts = align_options(profile, **overrides)
+    if method == "vanilla":
+        return None
+    if method == "activation_matching":
+        return align(model_a, model_b, "activation_matching", data=data.train, **opts)
+    if method == "weight_matching":
+        return align(model_a, model_b, "weight_matching", **opts)
+    if method == "weight_matching_permutation":
+        return align(model_a, model_b, "weight_matching", **{**opts, "residual": "permutation"})
+    if method == "learned_matching_permutation":
+        return align(model_a, model_b, "learned_matching", data=data.train, **{**opts, "residual": "permutation"})
+    if method == "learned_matching":
+        return align(model_a, model_b, "learned_matching", data=data.train, **opts)
+    if method == "soft":
+        return align(model_a, model_b, "soft", data=data.train, **opts)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def result_row(method: str, models: list[int], result: BarrierResult, **extra: Any) -> dict[str, Any]:
+    """One results.json row."""
+    return {"method": method, "models": models, "loss_barrier": result.loss_barrier,
+            "acc_barrier": result.acc_barrier, "loss_a": result.loss_a, "loss_b": result.loss_b,
+            "acc_a": result.acc_a, "acc_b": result.acc_b, "lambdas": result.lambdas, "losses": result.losses,
+            "accuracies": result.accuracies, **extra}
+
+
+def pairwise(kind: str, profile: Profile, device: torch.device, methods: tuple[str, ...] = PAIRWISE_METHODS,
+             progress: bool = True) -> tuple[list[dict[str, Any]], dict[tuple[int, int], dict[str, Alignment]]]:
+    """Table 2 for one model kind: every method on every independent pair. Returns the rows and
+    the alignments (by pair, by method) for the figures that look inside them."""
+    data = study_data(kind, profile, device)
+    rows, alignments = [], {}
+    for sa, sb in seed_pairs(profile.experiment.n_pairs):
+        model_a, model_b = trained_models(kind, profile, [sa, sb], device, progress)
+        alignments[(sa, sb)] = {}
+        for method in methods:
+            found = align_by_name(method, model_a, model_b, profile, data)
+            if found is None:
+                result = barrier(model_a, model_b, data.test, lambdas=profile.experiment.lambdas)
+            else:
+                alignments[(sa, sb)][method] = found
+                result = barrier(found.model_a, found.model_b, data.test, lambdas=profile.experiment.lambdas)
+            rows.append(result_row(method, [sa, sb], result))
+    return rows, alignments
+
+
+def weight_matching_iterations(model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
+                               iterations: int | None = None) -> dict[str, dict[str, list]]:
+    """Fig. 7: barrier after every weight-matching iteration, orthogonal vs permutation residual."""
+    iterations = iterations or profile.align.wm_iterations
+    return {residual: align(model_a, model_b, "weight_matching", **align_options(
+        profile, residual=residual, iterations=iterations, eval_data=data.test)).history
+        for residual in ("orthogonal", "permutation")}
+
+
+def learned_matching_inits(model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
+                           epochs: int | None = None) -> dict[str, dict[str, list]]:
+    """Fig. 8: train/test barrier per learned-matching epoch from weight-matching vs identity init."""
+    epochs = epochs or profile.align.lm_epochs
+    return {init: align(model_a, model_b, "learned_matching", data=data.train, **align_options(
+        profile, init=init, epochs=epochs, eval_data=data.test)).history
+        for init in ("weight_matching", "identity")}
+
+
+def lambda_samplers(model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
+                    samplers: tuple[str, ...] = ("fixed_0.5", "uniform_0.4_0.6", "uniform_0_1", "normal_0.5_0.1"),
+                    models: list[int] | None = None) -> list[dict[str, Any]]:
+    """Fig. 6: learned matching with each λ sampler; one row per sampler."""
+    rows = []
+    for sampler in samplers:
+        found = align(model_a, model_b, "learned_matching", data=data.train,
+                      **align_options(profile, lambda_sampler=sampler))
+        result = barrier(found.model_a, found.model_b, data.test, lambdas=profile.experiment.lambdas)
+        rows.append(result_row("learned_matching", models or [], result, lambda_sampler=sampler))
+    return rows
+
+
+def multi_model(kind: str, profile: Profile, device: torch.device, progress: bool = True
+                ) -> dict[str, Any]:
+    """Fig. 4: loss over the simplex of M models for vanilla, universe weight matching and
+    learned refinement. Returns {method: SimplexResult} plus the seeds."""
+    seeds = list(range(profile.experiment.n_multi))
+    models = trained_models(kind, profile, seeds, device, progress)
+    data = study_data(kind, profile, device)
+    res = profile.experiment.simplex_resolution
+    out: dict[str, Any] = {"seeds": seeds, "vanilla": simplex_barrier(models, data.test, resolution=res)}
+    opts = align_options(profile)
+    for method in ("weight_matching", "learned_matching"):
+        found = align_many(models, method, data=data.train if method == "learned_matching" else None, **opts)
+        out[method] = simplex_barrier(found.models, data.test, resolution=res)
+    return out
+
+
+def with_overrides(profile: Profile, section: str, **changes: Any) -> Profile:
+    """A copy of `profile` with fields of one section changed (e.g. a narrower GPT-2)."""
+    return dataclasses.replace(profile, **{section: dataclasses.replace(getattr(profile, section), **changes)})
+
+
+def width_heterogeneous(profile: Profile, device: torch.device, *, kind: str = "gpt2", seed_wide: int = 0,
+                        seed_narrow: int = 1, vary: str = "width", progress: bool = True
+                        ) -> list[dict[str, Any]]:
+    """Fig. 3c: a wide model against narrower ones. `vary="width"` narrows the residual stream
+    only (the paper's setting); `vary="all"` narrows heads and MLP width in proportion as well
+    (our extension through semi-permutations). Rows for vanilla-after-lift, WM and LM."""
+    if kind != "gpt2":
+        raise ValueError("the width study trains GPT-2 models (kind='gpt2')")
+    exp, base = profile.experiment, profile.gpt2
+    wide = with_overrides(profile, "gpt2", n_embd=exp.hetero_wide)
+    model_wide = trained_models(kind, wide, [seed_wide], device, progress)[0]
+    data = study_data(kind, profile, device)
+    rows = []
+    for width in exp.hetero_narrow:
+        ratio = width / exp.hetero_wide
+        changes: dict[str, Any] = {"n_embd": width}
+        if vary == "all":
+            changes |= {"n_head": max(1, round(base.n_head * ratio)), "n_inner": max(1, round(base.n_inner * ratio))}
+        elif vary != "width":
+            raise ValueError(f"vary must be 'width' or 'all', got {vary!r}")
+        heads = changes.get("n_head", base.n_head)
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by {heads} heads")
+        narrow = trained_models(kind, with_overrides(profile, "gpt2", **changes), [seed_narrow], device, progress)[0]
+        for method in ("lift_only", "weight_matching", "learned_matching"):
+            opts = align_options(profile, lambda_sampler="uniform_0.2_0.5")
+            if method == "lift_only":
+                found = align(model_wide, narrow, "weight_matching", **{**opts, "iterations": 0})
+            elif method == "weight_matching":
+                found = align(model_wide, narrow, "weight_matching", **opts)
+            else:
+                found = align(model_wide, narrow, "learned_matching", data=data.train, **opts)
+            result = barrier(found.model_a, found.model_b, data.test, lambdas=exp.lambdas)
+            rows.append(result_row(method, [seed_wide, seed_narrow], result, width_a=exp.hetero_wide,
+                                   width_b=width, heads_b=heads, mlp_b=changes.get("n_inner", base.n_inner)))
+    return rows
+
+
+def eigen_angles(orthogonal: torch.Tensor) -> torch.Tensor:
+    """Angles (radians, in [0, π]) of the eigenvalues e^{±iθ} of an orthogonal matrix (Fig. 5)."""
+    eig = torch.linalg.eigvals(orthogonal.detach().double().cpu())
+    return torch.atan2(eig.imag, eig.real).abs()
+
+
+def permutation_change(first: Alignment, second: Alignment) -> dict[str, float]:
+    """Fraction of heads and MLP units whose assignment differs between two alignments."""
+    def changed(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.argmax(-1) != b.argmax(-1)).double().mean())
+    s1, s2 = first.symmetry, second.symmetry
+    return {"heads": changed(s1.heads.read, s2.heads.read), "mlp": changed(s1.mlp.read, s2.mlp.read)}
+
+
+def function_deviation(model: nn.Module, transformed: CanonicalTransformer | nn.Module, inputs: torch.Tensor) -> float:
+    """Largest |Δ logit| between two models on the same inputs (function preservation)."""
+    from .metrics import model_logits
+
+    with torch.no_grad():
+        return float((model_logits(model, inputs).double() - model_logits(transformed, inputs).double()).abs().max())
+
+
+def weight_distance(model_a: CanonicalTransformer, model_b: CanonicalTransformer) -> float:
+    """‖θ_A − θ_B‖ / ‖θ_A‖ over the canonical parameters."""
+    pa, pb = model_a.params(), model_b.params()
+    num = sum(float(((pa[k].double() - pb[k].double()) ** 2).sum()) for k in pa)
+    den = sum(float((pa[k].double() ** 2).sum()) for k in pa)
+    return math.sqrt(num / den)

@@ -10,8 +10,9 @@ and runs with its kernel's working directory set to its output directory, so res
 the figures it saves land beside the executed notebook.
 
 Skipping: a run directory holds ``stamp.json`` with the sha256 over the notebook's source, the
-parameters, the profile and every lmc_core/**/*.py source. A notebook whose stamp matches and
-whose executed notebook and results.json exist is skipped (``--force`` runs it anyway).
+parameters, the profile and every lmc_core/**/*.py source (and each input's own sha256, so a
+re-run says which inputs changed). A notebook whose stamp matches and whose executed notebook
+and results.json exist is skipped (``--force`` runs it anyway).
 
 Atomicity: a notebook runs into ``book/runs/<profile>/.partial-<name>/`` and only a successful
 run is moved into place (the stamp is written last, before the move), so a run directory is
@@ -76,21 +77,40 @@ def check_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
             f"{', '.join(unknown)}; valid parameters: {', '.join(valid)}")
 
 
+def stamp_inputs(notebook: Path, parameters: Mapping[str, Any], profile: str,
+                 lib_dir: Path = LIB_DIR) -> dict[str, str]:
+    """sha256 of every input of a run: notebook source, parameters, profile, library sources."""
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    inputs = {
+        "notebook": sha(notebook.read_bytes()),
+        "parameters": sha(json.dumps(parameters, sort_keys=True, default=str).encode()),
+        "profile": sha(profile.encode()),
+    }
+    for src in sorted(lib_dir.rglob("*.py")):
+        if "__pycache__" not in src.parts:
+            inputs[f"{lib_dir.name}/{src.relative_to(lib_dir).as_posix()}"] = sha(src.read_bytes())
+    return inputs
+
+
+def inputs_digest(inputs: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(inputs), sort_keys=True).encode()).hexdigest()
+
+
 def stamp_digest(notebook: Path, parameters: Mapping[str, Any], profile: str,
                  lib_dir: Path = LIB_DIR) -> str:
     """sha256 over the notebook source, the parameters, the profile and the library sources."""
-    h = hashlib.sha256()
+    return inputs_digest(stamp_inputs(notebook, parameters, profile, lib_dir))
 
-    def part(label: str, data: bytes) -> None:
-        h.update(label.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
 
-    part("notebook", notebook.read_bytes())
-    part("parameters", json.dumps(parameters, sort_keys=True, default=str).encode())
-    part("profile", profile.encode())
-    for src in sorted(lib_dir.rglob("*.py")):
-        if "__pycache__" not in src.parts:
-            part("lib:" + src.relative_to(lib_dir).as_posix(), src.read_bytes())
-    return h.hexdigest()
+def changed_inputs(out_dir: Path, inputs: Mapping[str, str]) -> list[str]:
+    """Which inputs differ from the stamp in ``out_dir`` (["no stamp"] when there is none)."""
+    try:
+        old = json.loads((out_dir / STAMP_FILE).read_text()).get("inputs", {})
+    except (OSError, ValueError):
+        return ["no previous run"]
+    return sorted(k for k in set(old) | set(inputs) if old.get(k) != inputs.get(k))
 
 
 def is_up_to_date(out_dir: Path, name: str, digest: str) -> bool:
@@ -126,9 +146,16 @@ def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs
     out_dir = runs_dir / profile / name
     params = {"profile": profile, "output_dir": ".", **parameters}
     check_parameters(notebook, params)
-    digest = stamp_digest(notebook, params, profile, lib_dir)
+    inputs = stamp_inputs(notebook, params, profile, lib_dir)
+    digest = inputs_digest(inputs)
     if not force and is_up_to_date(out_dir, name, digest):
         return Outcome(name, "skipped", 0.0, out_dir, "unchanged")
+    if force:
+        log(f"  running {name}: --force")
+    else:
+        why = changed_inputs(out_dir, inputs) or ["incomplete run"]
+        log(f"  running {name}: changed since the last run: {', '.join(why[:6])}"
+            + (f" and {len(why) - 6} more" if len(why) > 6 else ""))
 
     partial = runs_dir / profile / f".partial-{name}"
     if partial.exists():
@@ -156,7 +183,7 @@ def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs
     nbformat.write(nb, output)
     stamp = {"sha256": digest, "notebook": _rel(notebook), "profile": profile,
              "parameters": params, "wall_time_s": round(wall, 2),
-             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "inputs": inputs}
     (partial / STAMP_FILE).write_text(json.dumps(stamp, indent=1, default=str) + "\n")
     _replace_dir(partial, out_dir)
     return Outcome(name, "ran", wall, out_dir)

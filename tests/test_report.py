@@ -299,7 +299,9 @@ def test_run_skip_rerun_and_failure(tmp_path):
     assert rn.run_one(nb, **kw).status == "skipped"  # unchanged
     assert rn.run_one(nb, **{**kw, "force": True}).status == "ran"
     (lib / "core.py").write_text("VERSION = 2\n")  # the library changed
-    assert rn.run_one(nb, **kw).status == "ran"
+    messages = []
+    assert rn.run_one(nb, **kw, log=messages.append).status == "ran"
+    assert messages == ["  running 01_fx: changed since the last run: lib/core.py"]
     assert rn.run_one(nb, **kw).status == "skipped"
     (out / "results.json").unlink()  # an incomplete run is not up to date
     assert not rn.is_up_to_date(out, "01_fx", rn.stamp_digest(

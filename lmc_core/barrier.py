@@ -1,0 +1,458 @@
+"""Loss barriers along linear paths and over simplices, evaluated as one ensemble forward.
+
+SPEC section 1. For models θ_A, θ_B, data D and the mean cross-entropy L:
+
+    B_λ = L[λ θ_A + (1−λ) θ_B] − (λ L[θ_A] + (1−λ) L[θ_B]),    B = max_λ B_λ
+
+on a λ grid that contains 0 and 1; the accuracy barrier is the same formula on the error rate
+1 − acc. For M models, λ ranges over the simplex grid {w : w_m = k_m / R, Σ k_m = R} and
+B = max_w L[Σ w_m θ_m] − Σ w_m L[θ_m].
+
+"Vanilla" (raw models) interpolates the raw parameters, then canonicalises each interpolated
+model; canonical models are interpolated in canonical form. Either way the E points of the path
+become one ensemble of canonical parameters with a leading axis E, and `canonical_forward`
+evaluates all of them in a single pass per batch (chunked to bound memory).
+
+Every interpolation is a lerp, lerp(s, e, t) = s + t (e − s) (for t ≥ ½: e − (1 − t)(e − s),
+as `torch.lerp`), which is exact at t = 0 and t = 1 and when s = e. So a path's ends are the
+models bit for bit, and a model interpolated with itself is itself: its barrier is exactly 0.
+The expected losses use the same lerp, so B_λ is exactly 0 at both ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .adapters import canonicalize
+from .canonical import CanonicalConfig, CanonicalTransformer, canonical_forward, check_compatible
+from .metrics import autocast_context, loss_and_correct
+
+Batch = tuple[Tensor, Tensor | None]
+Data = Batch | Iterable[Batch]
+CPU_BUDGET_BYTES = 2 * 2**30  # activations of one ensemble chunk on CPU
+CUDA_BUDGET_FRACTION = 0.5  # of the free GPU memory
+
+
+# -- interpolation -------------------------------------------------------------------------------
+
+def lerp(start: float, end: float, weight: float) -> float:
+    """torch.lerp on Python floats: start + w (end − start), or end − (1 − w)(end − start) for
+    w ≥ ½. Exact at w = 0 (start), w = 1 (end) and when start == end."""
+    if abs(weight) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1.0 - weight)
+
+
+def _check_raw(a: nn.Module, b: nn.Module) -> None:
+    """Raise a ValueError naming the first difference between two raw models' state dicts."""
+    if type(a) is not type(b):
+        raise ValueError(f"models have different classes: {type(a).__name__} vs {type(b).__name__}")
+    sa, sb = a.state_dict(), b.state_dict()
+    for key in sa:
+        if key not in sb:
+            raise ValueError(f"state dicts differ: {key!r} is in model A but not in model B")
+        if sa[key].shape != sb[key].shape:
+            raise ValueError(f"state dicts differ at {key!r}: shape {tuple(sa[key].shape)} vs {tuple(sb[key].shape)}")
+        if sa[key].dtype != sb[key].dtype:
+            raise ValueError(f"state dicts differ at {key!r}: dtype {sa[key].dtype} vs {sb[key].dtype}")
+    for key in sb:
+        if key not in sa:
+            raise ValueError(f"state dicts differ: {key!r} is in model B but not in model A")
+
+
+@torch.no_grad()
+def _combine_into(target: Mapping[str, Tensor], states: Sequence[Mapping[str, Tensor]], chain: Sequence[float]) -> None:
+    """In place: every floating tensor of `target` <- the stick-breaking combination
+
+        v = θ_{M−1};  v <- lerp(v, θ_m, t_m) for m = M−2, …, 0
+
+    (for M = 2: lerp(θ_B, θ_A, λ)). Non-floating entries are left as they are (model A's)."""
+    for key, out in target.items():
+        if not out.is_floating_point():
+            continue
+        value = states[-1][key]
+        for m in range(len(states) - 2, -1, -1):
+            value = torch.lerp(value, states[m][key].to(value.device), chain[m])
+        out.copy_(value)
+
+
+def _chain(counts: Sequence[int]) -> list[float]:
+    """Stick-breaking weights t_m = k_m / (k_m + … + k_{M−1}) (0 where that sum is 0), so that
+    the lerp chain of `_combine_into` gives Σ_m (k_m / Σk) θ_m, exactly θ_m at a corner."""
+    suffix = list(itertools.accumulate(reversed(counts)))[::-1]
+    return [k / s if s else 0.0 for k, s in zip(counts[:-1], suffix[:-1], strict=True)]
+
+
+def _lerp_chain(values: Sequence[float], chain: Sequence[float]) -> float:
+    """The scalar version of `_combine_into`: Σ_m w_m v_m, exact at corners and for equal v."""
+    out = values[-1]
+    for m in range(len(values) - 2, -1, -1):
+        out = lerp(out, values[m], chain[m])
+    return out
+
+
+def _stack(models: Sequence[CanonicalTransformer]) -> tuple[CanonicalConfig, dict[str, Tensor]]:
+    """One ensemble: every canonical parameter stacked along a new leading axis."""
+    first = models[0]
+    for i, other in enumerate(models[1:], start=1):
+        check_compatible(first, other, what=f"models 0 and {i}")
+    every = [m.params() for m in models]
+    params = {k: torch.stack([p[k].detach().to(v) for p in every]) for k, v in every[0].items()}
+    return first.config, params
+
+
+@torch.no_grad()
+def interpolate(model_a: nn.Module, model_b: nn.Module, lam: float) -> nn.Module:
+    """θ = λ θ_A + (1 − λ) θ_B, computed as torch.lerp(θ_B, θ_A, λ): λ = 1 gives A, λ = 0 gives B.
+
+    Raw models (same class, keys, shapes, dtypes): a deep copy of A with every floating tensor
+    interpolated, non-floating buffers from A. Canonical models: a CanonicalTransformer with
+    interpolated canonical parameters. A raw model paired with a canonical one is canonicalised.
+    """
+    if isinstance(model_a, CanonicalTransformer) or isinstance(model_b, CanonicalTransformer):
+        a, b = canonicalize(model_a), canonicalize(model_b)
+        check_compatible(a, b)
+        pa, pb = a.params(), b.params()
+        return a.with_params({k: torch.lerp(pb[k].to(v), v, lam) for k, v in pa.items()})
+    _check_raw(model_a, model_b)
+    out = copy.deepcopy(model_a)
+    _combine_into(out.state_dict(), [model_a.state_dict(), model_b.state_dict()], [lam])
+    return out
+
+
+@torch.no_grad()
+def _ensemble_params(
+    models: Sequence[nn.Module], chains: Sequence[Sequence[float]]
+) -> tuple[CanonicalConfig, dict[str, Tensor], str]:
+    """Canonical parameters of the combinations `chains` of `models`, stacked: (config, params, space).
+
+    All raw: combine raw parameters, canonicalise each point ("raw", vanilla). Otherwise combine
+    canonical parameters, all points at once ("canonical")."""
+    if not any(isinstance(m, CanonicalTransformer) for m in models):
+        for m in models[1:]:
+            _check_raw(models[0], m)
+        work = copy.deepcopy(models[0])
+        target, states = work.state_dict(), [m.state_dict() for m in models]
+        params: dict[str, Tensor] = {}
+        for e, chain in enumerate(chains):  # one canonical point at a time, into the stack
+            _combine_into(target, states, chain)
+            point = canonicalize(work)
+            for name, value in point.params().items():
+                if e == 0:
+                    params[name] = value.new_empty((len(chains), *value.shape))
+                params[name][e] = value
+        return point.config, params, "raw"
+    config, stacked = _stack([canonicalize(m) for m in models])  # (M, ...)
+    weights = torch.tensor(chains, dtype=stacked["qk"].dtype, device=stacked["qk"].device)  # (E, M−1)
+    params = {}
+    for name, value in stacked.items():
+        shape = (-1,) + (1,) * (value.dim() - 1)
+        out = value[-1].expand(weights.shape[0], *value.shape[1:])
+        for m in range(len(models) - 2, -1, -1):
+            out = torch.lerp(out, value[m], weights[:, m].reshape(shape))
+        params[name] = out.contiguous()
+    return config, params, "canonical"
+
+
+# -- the ensemble engine -------------------------------------------------------------------------
+
+def _as_batches(data: Data) -> Iterable[Batch]:
+    """One (inputs, targets) pair, or an iterable of them."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        return [data]
+    return data
+
+
+def _auto_chunk(config: CanonicalConfig, inputs: Tensor, device: torch.device) -> int:
+    """How many ensemble members fit one forward: the memory budget over an estimate of one
+    member's activations, 4 bytes · B · T · (2 H (d+1) [x̃ QK, x̃ per head] + H T [scores]
+    + 2 m + 4 d + 2 K_per_token [logits, plus bias]); fp32 because the fp32 biases promote
+    the stream under autocast. Language models also reserve the loss's fp32 logits copy."""
+    c = config
+    B = inputs.shape[0]
+    if c.task == "image":
+        T = (c.img_size // c.patch_size) ** 2 + c.num_prefix
+        per_token_out, loss_bytes = c.num_outputs / T, 0
+    else:
+        T = inputs.shape[1]
+        per_token_out, loss_bytes = c.num_outputs, 8 * B * T * c.num_outputs  # fp32 copy + log-softmax
+    per_token = 2 * c.num_heads * (c.width + 1) + c.num_heads * T + 2 * c.mlp_width + 4 * c.width + 2 * per_token_out
+    member = 4 * B * T * per_token
+    if device.type == "cuda":
+        budget = CUDA_BUDGET_FRACTION * torch.cuda.mem_get_info(device)[0]
+    else:
+        budget = CPU_BUDGET_BYTES
+    return max(1, int((budget - loss_bytes) // member))
+
+
+@torch.no_grad()
+def _ensemble_metrics(
+    config: CanonicalConfig,
+    params: Mapping[str, Tensor],
+    data: Data,
+    *,
+    device: torch.device,
+    max_ensemble: int | None,
+    autocast: bool | None,
+    progress: bool,
+) -> tuple[list[float], list[float]]:
+    """Mean loss and accuracy of each ensemble member over all items of `data`.
+
+    Per batch: one `canonical_forward` per chunk of ≤ max_ensemble members (bf16 autocast on CUDA
+    unless autocast=False), summed fp32 cross-entropy per member accumulated in fp64 on the
+    device; the only host transfer is the final `.tolist()`."""
+    params = {k: v.to(device) for k, v in params.items()}
+    E = params["qk"].shape[0]
+    use_autocast = device.type == "cuda" if autocast is None else autocast
+    loss_sum = torch.zeros(E, dtype=torch.float64, device=device)
+    correct_sum = torch.zeros(E, dtype=torch.float64, device=device)
+    count = 0
+    chunks: dict[tuple[int, ...], int] = {}
+    for inputs, targets in tqdm(_as_batches(data), desc="barrier", unit="batch", disable=not progress):
+        inputs = inputs.to(device, non_blocking=True)
+        targets = None if targets is None else targets.to(device, non_blocking=True)
+        shape = tuple(inputs.shape)
+        if shape not in chunks:
+            chunks[shape] = max_ensemble or _auto_chunk(config, inputs, device)
+        size = chunks[shape]
+        n = 0
+        for start in range(0, E, size):
+            part = {k: v[start:start + size] for k, v in params.items()}
+            with autocast_context(device, use_autocast):
+                logits = canonical_forward(part, config, inputs)
+            losses, corrects = [], []
+            for member in logits:
+                loss, correct, n = loss_and_correct(member, inputs, targets)
+                losses.append(loss)
+                corrects.append(correct)
+            stop = start + len(losses)
+            loss_sum[start:stop] += torch.stack(losses).double()
+            correct_sum[start:stop] += torch.stack(corrects).double()
+            del logits
+        count += n
+    if count == 0:
+        raise ValueError("no data: `data` yielded no batches")
+    return (loss_sum / count).tolist(), (correct_sum / count).tolist()
+
+
+def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return next(model.parameters()).device
+
+
+def evaluate_ensemble(
+    models: Sequence[nn.Module],
+    data: Data,
+    *,
+    device: torch.device | str | None = None,
+    max_ensemble: int | None = None,
+    autocast: bool | None = None,
+    progress: bool = False,
+) -> tuple[list[float], list[float]]:
+    """(losses, accuracies) of several models (raw or canonical, one architecture) in one
+    ensemble pass per batch; accuracy as a fraction, loss the mean cross-entropy."""
+    if not models:
+        raise ValueError("evaluate_ensemble: no models")
+    config, params = _stack([canonicalize(m) for m in models])
+    return _ensemble_metrics(config, params, data, device=_device_of(models[0], device),
+                             max_ensemble=max_ensemble, autocast=autocast, progress=progress)
+
+
+# -- two models: the path ------------------------------------------------------------------------
+
+def lambda_grid(lambdas: int | Sequence[float]) -> list[float]:
+    """An int n: [i / (n−1) for i in 0..n−1]; a sequence: checked to lie in [0, 1] and to contain
+    both 0 and 1 (the barrier is measured against the ends)."""
+    if isinstance(lambdas, int):
+        if lambdas < 2:
+            raise ValueError(f"lambdas = {lambdas}: need at least 2 points (0 and 1)")
+        return [i / (lambdas - 1) for i in range(lambdas)]
+    grid = [float(x) for x in lambdas]
+    if 0.0 not in grid or 1.0 not in grid:
+        raise ValueError(f"the λ grid must contain both 0 and 1 (the path's ends), got {grid}")
+    if any(not 0.0 <= x <= 1.0 for x in grid):
+        raise ValueError(f"every λ must lie in [0, 1], got {grid}")
+    return grid
+
+
+@dataclass
+class BarrierResult:
+    """Loss and accuracy along θ(λ) = λ θ_A + (1−λ) θ_B; λ = 1 is model A, λ = 0 model B.
+
+    `loss_excess[i]` = B_λ = L_λ − lerp(L_B, L_A, λ); `acc_excess` is the same on the error
+    rate 1 − acc; the barriers are their maxima. `space`: "raw" (vanilla) or "canonical"."""
+
+    lambdas: list[float]
+    losses: list[float]
+    accuracies: list[float]
+    space: str = "canonical"
+    loss_excess: list[float] = field(init=False)
+    acc_excess: list[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        errors = [1.0 - a for a in self.accuracies]
+        err_a, err_b = 1.0 - self.acc_a, 1.0 - self.acc_b
+        self.loss_excess = [x - lerp(self.loss_b, self.loss_a, lam) for lam, x in zip(self.lambdas, self.losses, strict=True)]
+        self.acc_excess = [e - lerp(err_b, err_a, lam) for lam, e in zip(self.lambdas, errors, strict=True)]
+
+    @property
+    def loss_a(self) -> float:
+        return self.losses[self.lambdas.index(1.0)]
+
+    @property
+    def loss_b(self) -> float:
+        return self.losses[self.lambdas.index(0.0)]
+
+    @property
+    def acc_a(self) -> float:
+        return self.accuracies[self.lambdas.index(1.0)]
+
+    @property
+    def acc_b(self) -> float:
+        return self.accuracies[self.lambdas.index(0.0)]
+
+    @property
+    def loss_barrier(self) -> float:
+        """B = max_λ B_λ (≥ 0: the ends contribute exactly 0)."""
+        return max(self.loss_excess)
+
+    @property
+    def acc_barrier(self) -> float:
+        """max_λ of the error-rate excess, as a fraction."""
+        return max(self.acc_excess)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> BarrierResult:
+        """Inverse of `to_dict` (derived numbers are recomputed)."""
+        return cls(list(d["lambdas"]), list(d["losses"]), list(d["accuracies"]), d.get("space", "canonical"))
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {
+            "loss_a": self.loss_a, "loss_b": self.loss_b, "acc_a": self.acc_a, "acc_b": self.acc_b,
+            "loss_barrier": self.loss_barrier, "acc_barrier": self.acc_barrier,
+        }
+
+
+def barrier(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data: Data,
+    lambdas: int | Sequence[float] = 11,
+    *,
+    device: torch.device | str | None = None,
+    max_ensemble: int | None = None,
+    autocast: bool | None = None,
+    progress: bool = False,
+) -> BarrierResult:
+    """The loss and accuracy barrier between two models on `data` (SPEC section 1).
+
+    Two raw models: vanilla, the raw parameters are interpolated and each point canonicalised.
+    Otherwise (either is canonical) the canonical forms are interpolated. All λ points are
+    evaluated as one ensemble per batch: chunks of `max_ensemble` members (default: from the
+    activation size and the memory budget), bf16 autocast on CUDA (`autocast=None`), fp32
+    summed losses accumulated in fp64. `data`: one (inputs, targets) pair or an iterable of
+    them; targets None means next-token language modelling. `device`: default model A's."""
+    grid = lambda_grid(lambdas)
+    config, params, space = _ensemble_params([model_a, model_b], [[lam] for lam in grid])
+    losses, accs = _ensemble_metrics(config, params, data, device=_device_of(model_a, device),
+                                     max_ensemble=max_ensemble, autocast=autocast, progress=progress)
+    return BarrierResult(grid, losses, accs, space)
+
+
+# -- M models: the simplex -----------------------------------------------------------------------
+
+def simplex_counts(num_models: int, resolution: int) -> list[tuple[int, ...]]:
+    """All (k_1, …, k_M) of non-negative integers with Σ k = resolution, the first model's count
+    descending (so the first point is model 1's corner; for M = 2, λ = 1 down to 0)."""
+    if num_models < 2 or resolution < 1:
+        raise ValueError(f"need ≥ 2 models and resolution ≥ 1, got {num_models} and {resolution}")
+    return _compositions(num_models, resolution)
+
+
+def _compositions(parts: int, total: int) -> list[tuple[int, ...]]:
+    if parts == 1:
+        return [(total,)]
+    return [(k, *rest) for k in range(total, -1, -1) for rest in _compositions(parts - 1, total - k)]
+
+
+@dataclass
+class SimplexResult:
+    """Loss and accuracy at the simplex points θ(w) = Σ_m w_m θ_m.
+
+    `expected[p]` = Σ_m w_m L_m and `deviation[p]` = loss − expected; the accuracy versions use
+    the error rate. Corners are the models themselves, so their deviation is exactly 0."""
+
+    weights: list[list[float]]  # (P, M), rows sum to 1
+    losses: list[float]
+    accuracies: list[float]
+    model_losses: list[float]
+    model_accuracies: list[float]
+    expected: list[float]
+    deviation: list[float]
+    acc_deviation: list[float]
+    space: str = "canonical"
+
+    @property
+    def loss_barrier(self) -> float:
+        return max(self.deviation)
+
+    @property
+    def acc_barrier(self) -> float:
+        return max(self.acc_deviation)
+
+    def weights_tensor(self) -> Tensor:
+        return torch.tensor(self.weights, dtype=torch.float64)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> SimplexResult:
+        """Inverse of `to_dict`."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"loss_barrier": self.loss_barrier, "acc_barrier": self.acc_barrier}
+
+
+def simplex_barrier(
+    models: Sequence[nn.Module],
+    data: Data,
+    resolution: int = 10,
+    *,
+    device: torch.device | str | None = None,
+    max_ensemble: int | None = None,
+    autocast: bool | None = None,
+    progress: bool = False,
+) -> SimplexResult:
+    """B = max_w L[Σ w_m θ_m] − Σ w_m L[θ_m] over {w_m = k_m / resolution, Σ k_m = resolution}.
+
+    Raw models are combined in raw space (vanilla), otherwise in canonical form, through the
+    exact lerp chain of `_combine_into`; the M corners give the models' own losses L_m."""
+    M = len(models)
+    counts = simplex_counts(M, resolution)
+    chains = [_chain(k) for k in counts]
+    config, params, space = _ensemble_params(list(models), chains)
+    losses, accs = _ensemble_metrics(config, params, data, device=_device_of(models[0], device),
+                                     max_ensemble=max_ensemble, autocast=autocast, progress=progress)
+    corners = [counts.index(tuple(resolution if j == m else 0 for j in range(M))) for m in range(M)]
+    model_losses = [losses[i] for i in corners]
+    model_errors = [1.0 - accs[i] for i in corners]
+    expected = [_lerp_chain(model_losses, c) for c in chains]
+    acc_expected = [_lerp_chain(model_errors, c) for c in chains]
+    return SimplexResult(
+        weights=[[k / resolution for k in ks] for ks in counts],
+        losses=losses,
+        accuracies=accs,
+        model_losses=model_losses,
+        model_accuracies=[accs[i] for i in corners],
+        expected=expected,
+        deviation=[x - e for x, e in zip(losses, expected, strict=True)],
+        acc_deviation=[(1.0 - a) - e for a, e in zip(accs, acc_expected, strict=True)],
+        space=space,
+    )

@@ -1,0 +1,244 @@
+"""The barrier engine (lmc_core.barrier) against plain forwards, on tiny randomized models.
+
+References are computed independently: the model's own forward (timm / HF / canonical module),
+then a float64 cross-entropy, one model at a time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import gpt2_ids, make_gpt2, make_vit, raw_logits, vit_images
+
+from lmc_core.adapters import canonicalize
+from lmc_core.barrier import (
+    BarrierResult,
+    SimplexResult,
+    barrier,
+    evaluate_ensemble,
+    interpolate,
+    lambda_grid,
+    simplex_barrier,
+    simplex_counts,
+)
+from lmc_core.canonical import CanonicalTransformer
+
+TOL = 1e-5
+ARCHS = ("vit", "gpt2")
+
+
+def make(arch: str, seed: int, dtype: torch.dtype = torch.float64, **kwargs) -> torch.nn.Module:
+    return make_vit(dtype=dtype, seed=seed, **kwargs) if arch == "vit" else make_gpt2(dtype=dtype, seed=seed, **kwargs)
+
+
+def batches(arch: str, model: torch.nn.Module, n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """n batches: images with labels, or token ids with targets None (language modelling)."""
+    out = []
+    for i in range(n):
+        if arch == "vit":
+            g = torch.Generator().manual_seed(100 + i)
+            out.append((vit_images(model, batch=6, seed=i), torch.randint(0, 5, (6,), generator=g)))
+        else:
+            out.append((gpt2_ids(model, batch=3, seed=i), None))
+    return out
+
+
+def plain_metrics(model: torch.nn.Module, data) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy from the model's own forward, in float64."""
+    loss = correct = count = 0.0
+    for inputs, targets in data:
+        logits = raw_logits(model, inputs).double()
+        if targets is None:
+            logits, targets = logits[:, :-1], inputs[:, 1:]
+        logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        loss += F.cross_entropy(logits, targets, reduction="sum").item()
+        correct += (logits.argmax(-1) == targets).sum().item()
+        count += targets.numel()
+    return loss / count, correct / count
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def pair(request):
+    arch = request.param
+    a, b = make(arch, 0), make(arch, 1)
+    return arch, a, b, batches(arch, a)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("space", ["raw", "canonical"])
+def test_self_barrier_is_exactly_zero(arch, space):
+    a = make(arch, 3, dtype=torch.float32)
+    if space == "canonical":
+        a = canonicalize(a)
+    data = batches(arch, make(arch, 3))
+    for n, max_ensemble in ((11, None), (7, 3)):  # one chunk, and chunks of 3, 3, 1
+        r = barrier(a, a, data, n, max_ensemble=max_ensemble)
+        assert r.space == space
+        assert r.loss_excess == [0.0] * n and r.acc_excess == [0.0] * n
+        assert r.loss_barrier == 0.0 and r.acc_barrier == 0.0
+
+
+def test_endpoints_and_nonnegative_barrier(pair):
+    arch, a, b, data = pair
+    r = barrier(a, b, data)
+    for model, loss, acc in ((a, r.loss_a, r.acc_a), (b, r.loss_b, r.acc_b)):
+        ref_loss, ref_acc = plain_metrics(model, data)
+        assert abs(loss - ref_loss) < TOL and acc == ref_acc
+    assert r.losses[-1] == r.loss_a and r.losses[0] == r.loss_b
+    assert r.loss_excess[0] == 0.0 and r.loss_excess[-1] == 0.0
+    assert r.acc_excess[0] == 0.0 and r.acc_excess[-1] == 0.0
+    assert r.loss_barrier >= 0.0 and r.acc_barrier >= 0.0
+    back = BarrierResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back.to_dict() == r.to_dict() and back.loss_barrier == r.loss_barrier
+
+
+def test_vanilla_path_equals_interpolated_raw_model(pair):
+    arch, a, b, data = pair
+    r = barrier(a, b, data, [0.0, 0.3, 0.5, 1.0])
+    assert r.space == "raw"
+    for i, lam in ((1, 0.3), (2, 0.5)):
+        mid = interpolate(a, b, lam)
+        assert type(mid) is type(a)
+        ref_loss, ref_acc = plain_metrics(mid, data)
+        assert abs(r.losses[i] - ref_loss) < TOL and r.accuracies[i] == ref_acc
+
+
+def test_canonical_path_equals_interpolate_then_forward(pair):
+    arch, a, b, data = pair
+    ca, cb = canonicalize(a), canonicalize(b)
+    r = barrier(ca, cb, data, [0.0, 0.25, 0.7, 1.0])
+    assert r.space == "canonical"
+    for i, lam in ((1, 0.25), (2, 0.7)):
+        mid = interpolate(ca, cb, lam)
+        assert isinstance(mid, CanonicalTransformer)
+        ref_loss, ref_acc = plain_metrics(mid, data)
+        assert abs(r.losses[i] - ref_loss) < TOL and r.accuracies[i] == ref_acc
+    assert not torch.allclose(interpolate(a, b, 0.5).state_dict()[next(iter(a.state_dict()))],
+                              a.state_dict()[next(iter(a.state_dict()))])
+    # mixing a raw and a canonical model canonicalises the raw one
+    mixed = barrier(a, cb, data, [0.0, 0.25, 0.7, 1.0])
+    assert mixed.space == "canonical" and max(abs(x - y) for x, y in zip(mixed.losses, r.losses, strict=True)) < 1e-9
+
+
+def test_ensemble_equals_per_lambda_loop(pair):
+    arch, a, b, data = pair
+    for max_ensemble in (None, 4):
+        r = barrier(a, b, data, 6, max_ensemble=max_ensemble)
+        for lam, loss, acc in zip(r.lambdas, r.losses, r.accuracies, strict=True):
+            ref_loss, ref_acc = plain_metrics(interpolate(a, b, lam), data)
+            assert abs(loss - ref_loss) < TOL and acc == ref_acc
+
+
+def test_interpolate_raw_is_exact_at_ends_and_with_itself():
+    a, b = make("gpt2", 0, tied=False), make("gpt2", 1, tied=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    for lam, ref in ((1.0, sa), (0.0, sb)):
+        out = interpolate(a, b, lam).state_dict()
+        assert all(torch.equal(out[k], ref[k] if ref[k].is_floating_point() else sa[k]) for k in sa)
+    for lam in (0.1, 0.5, 0.9):
+        same = interpolate(a, a, lam).state_dict()
+        assert all(torch.equal(same[k], sa[k]) for k in sa)
+        mid = interpolate(a, b, lam).state_dict()
+        k = "transformer.h.0.mlp.c_fc.weight"
+        assert torch.allclose(mid[k], lam * sa[k] + (1 - lam) * sb[k], atol=1e-12)
+    ca = canonicalize(a)
+    assert all(torch.equal(interpolate(ca, canonicalize(b), 1.0).params()[k], v) for k, v in ca.params().items())
+
+
+def test_lambdas_as_int_and_list(pair):
+    arch, a, b, data = pair
+    assert lambda_grid(5) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert lambda_grid(11)[3] == 0.3
+    r_int = barrier(a, b, data, 5)
+    r_list = barrier(a, b, data, [0, 0.25, 0.5, 0.75, 1])
+    assert r_int.lambdas == r_list.lambdas and r_int.losses == r_list.losses
+
+
+@pytest.mark.parametrize("bad", [[0.0, 0.5], [0.5, 1.0], [0.2, 0.8], [0.0, 1.0, 1.5], 1])
+def test_bad_grid_raises(bad):
+    with pytest.raises(ValueError, match="λ|lambdas"):
+        lambda_grid(bad)
+
+
+def test_data_as_pair_list_and_generator(pair):
+    arch, a, b, data = pair
+    x = torch.cat([d[0] for d in data])
+    y = None if arch == "gpt2" else torch.cat([d[1] for d in data])
+    one = barrier(a, b, (x, y), 5)
+    many = barrier(a, b, data, 5)
+    gen = barrier(a, b, (d for d in data), 5, progress=True)
+    assert max(abs(p - q) for p, q in zip(one.losses, many.losses, strict=True)) < 1e-6
+    assert one.accuracies == many.accuracies and gen.losses == many.losses
+
+
+def test_language_modelling_targets_none():
+    a = make("gpt2", 0)
+    data = batches("gpt2", a)
+    losses, accs = evaluate_ensemble([a], data)
+    ids = torch.cat([d[0] for d in data])
+    logits = a(input_ids=ids).logits.double()
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)).item()
+    assert abs(losses[0] - ref) < TOL and 0.0 <= accs[0] <= 1.0
+
+
+@pytest.mark.parametrize("canonical", [False, True])
+def test_simplex_corners_and_two_model_case(pair, canonical):
+    arch, a, b, data = pair
+    c = make(arch, 2)
+    models = [canonicalize(m) for m in (a, b, c)] if canonical else [a, b, c]
+    s = simplex_barrier(models, data, resolution=4)
+    assert len(s.weights) == len(simplex_counts(3, 4)) == 15
+    assert all(abs(sum(w) - 1) < 1e-12 for w in s.weights)
+    for m, model in enumerate((a, b, c)):
+        corner = s.weights.index([1.0 if j == m else 0.0 for j in range(3)])
+        assert s.deviation[corner] == 0.0 and s.acc_deviation[corner] == 0.0
+        assert abs(s.model_losses[m] - plain_metrics(model, data)[0]) < TOL
+    assert s.loss_barrier >= 0.0
+    assert SimplexResult.from_dict(json.loads(json.dumps(s.to_dict()))).to_dict() == s.to_dict()
+    # M = 2 is the λ path: same grid (reversed: the first point is model A), same numbers
+    two = simplex_barrier(models[:2], data, resolution=5)
+    path = barrier(models[0], models[1], data, 6)
+    assert [w[0] for w in two.weights] == path.lambdas[::-1]
+    assert two.losses == path.losses[::-1] and two.deviation == path.loss_excess[::-1]
+
+
+def test_simplex_of_identical_models_is_zero():
+    a = make("vit", 4, dtype=torch.float32)
+    s = simplex_barrier([a, a, a], batches("vit", a), resolution=3)
+    assert set(s.deviation) == {0.0} and set(s.acc_deviation) == {0.0}
+    assert s.loss_barrier == 0.0 and s.acc_barrier == 0.0
+
+
+def test_evaluate_ensemble_matches_plain(pair):
+    arch, a, b, data = pair
+    losses, accs = evaluate_ensemble([a, canonicalize(b)], data)
+    for model, loss, acc in zip((a, b), losses, accs, strict=True):
+        ref_loss, ref_acc = plain_metrics(model, data)
+        assert abs(loss - ref_loss) < TOL and acc == ref_acc
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("change", [{"depth": 3}, {"width": 32}])
+def test_mismatched_architectures_raise(arch, change):
+    a, b = make(arch, 0), make(arch, 1, **change)
+    data = batches(arch, a)
+    with pytest.raises(ValueError, match="state dicts differ"):
+        barrier(a, b, data)
+    with pytest.raises(ValueError, match="state dicts differ at|is in model"):
+        interpolate(a, b, 0.5)
+    what = next(iter(change))
+    with pytest.raises(ValueError, match=f"different architectures.*{what}"):
+        barrier(canonicalize(a), canonicalize(b), data)
+    with pytest.raises(ValueError, match="different architectures"):
+        simplex_barrier([canonicalize(a), a, canonicalize(b)], data, resolution=2)
+
+
+def test_interpolate_rejects_different_models():
+    with pytest.raises(ValueError, match="different classes"):
+        interpolate(make("vit", 0), make("gpt2", 0), 0.5)
+    a, b = make("gpt2", 0, tied=True), make("gpt2", 0, n_inner=40)
+    with pytest.raises(ValueError, match=r"transformer\.h\.0\.mlp\.c_fc\.weight.*\(24, 96\) vs \(24, 40\)"):
+        interpolate(a, b, 0.5)

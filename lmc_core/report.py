@@ -25,7 +25,6 @@ import os
 import subprocess
 import tempfile
 import time
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +54,6 @@ METHOD_LABELS = {
 
 # Datasets a chapter may name: images (lmc_core.data.load_image_dataset) and text corpora
 # (lmc_core.data.load_text_corpus); lmc_core.data's own lists win when they differ.
-# tqdm.auto (imported by the data module) warns in a kernel without ipywidgets; its text
-# progress bars are what we want in executed notebooks, so the warning is noise in the book.
-warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 try:
     from .data import IMAGE_DATASETS, TEXT_CORPORA
 except ImportError:  # pragma: no cover - the data module is part of the package

@@ -238,6 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("LMC_DATA_DIR", str(ROOT / ".data"))
     os.environ.setdefault("LMC_CACHE_DIR", str(ROOT / ".cache"))
+    # tqdm.auto warns at import in a kernel without ipywidgets; its text bars are what we want,
+    # so the warning is only noise in the book (inherited by the kernels papermill starts).
+    quiet = "ignore:IProgress not found"
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        w for w in (os.environ.get("PYTHONWARNINGS"), quiet) if w)
 
     notebooks = select_notebooks(args.only, args.notebooks_dir)
     if not notebooks:

@@ -59,6 +59,7 @@ class ViTRecipe:
     weight_decay: float = 1e-3
     warmup_epochs: float = 5.0  # paper silent on the warmup length: ours
     schedule: str = "cosine"
+    augment: bool = True  # random crop (padding ``pad``) and horizontal flip, on the device
     pad: int = 4  # random-crop padding, in pixels
     train_subset: int | None = None  # first n of a seeded shuffle of the train split
     label_smoothing: float = 0.0
@@ -198,17 +199,21 @@ _FULL = Profile(
 _SMOKE = Profile(
     name="smoke",
     device="cpu",
-    # Measured on 2 CPU cores: about 10 s a model and >= 70% Fashion-MNIST test accuracy.
+    # The brief's small ViT; patch 7 (16 tokens) is ~2.7x cheaper than patch 4 on a CPU. Two
+    # epochs of 10k images without augmentation (a regulariser that only slows so short a run:
+    # 67% -> 79% test accuracy) reach ~79% Fashion-MNIST test accuracy.
     vit=ViTRecipe(
         dataset="fashion_mnist", patch_size=7, embed_dim=64, depth=4, num_heads=4, mlp_dim=128,
-        epochs=2, batch_size=128, lr=2e-3, weight_decay=1e-3, warmup_epochs=0.3,
-        schedule="onecycle", pad=2, train_subset=6000,
+        epochs=2, batch_size=64, lr=2e-3, weight_decay=1e-3, warmup_epochs=0.3,
+        schedule="onecycle", augment=False, pad=2, train_subset=10_000,
     ),
-    # A small BPE keeps the embedding and head (and their cost) small; capped training blocks.
+    # A small BPE keeps the embedding and head small; 1,500 training blocks of 64 tokens for two
+    # epochs reach a validation loss ~5.6 (unigram model 6.1, ln 2048 = 7.6). No dropout: it only
+    # slows so short a run.
     gpt2=GPT2Recipe(
         tokenizer="bpe-2048", n_layer=2, n_head=4, n_embd=128, n_inner=512, block_size=64,
-        max_epochs=3, batch_size=32, lr=2e-3, warmup_steps=20, dropout=0.0, patience=1,
-        train_blocks=2000,
+        max_epochs=2, batch_size=16, lr=4e-3, warmup_steps=10, dropout=0.0, patience=1,
+        train_blocks=1500, val_blocks=100,
     ),
     eval=EvalRecipe(test_images=1000, test_blocks=64, batch_size=256),
     align=AlignRecipe(

@@ -8,10 +8,10 @@ The recipes are the paper's (SPEC Table 3), read from a profile:
   (the usual nanoGPT / timm practice; the paper does not say).
 - Learning rate per step: linear warmup then cosine decay to 0, or torch's one-cycle when the
   recipe says "onecycle" (warmup_epochs / epochs is its rising fraction).
-- ViT: random crop (padding ``recipe.pad``) and flip, on the device, a fresh seeded data order
-  every epoch. GPT-2: next-token loss on contiguous blocks, validation loss after every epoch,
-  early stopping after ``patience`` epochs without improvement, and the best epoch's weights
-  are the ones returned.
+- ViT: random crop (padding ``recipe.pad``) and flip on the device (unless the recipe turns
+  augmentation off), a fresh seeded data order every epoch.
+- GPT-2: next-token loss on contiguous blocks, validation loss after every epoch, early
+  stopping after ``patience`` epochs without improvement; the best epoch's weights are returned.
 - Seeds: ``torch.manual_seed(seed)`` before the model is built decides the initialisation and
   the dropout stream; epoch e's data order and augmentation come from the seed pair (seed, e).
   On CPU the same seed gives bit-identical weights.
@@ -129,8 +129,8 @@ def _vit_task(profile: Profile, seed: int, device: torch.device) -> _Task:
         test = test.subset(profile.eval.test_images, seed=0)
 
     def train_batches(epoch: int) -> Batches:
-        return image_batches(train, r.batch_size, device=device, shuffle=True, augment=True,
-                             pad=r.pad, seed=epoch_seed(seed, epoch))
+        return image_batches(train, r.batch_size, device=device, shuffle=True,
+                             augment=r.augment, pad=r.pad, seed=epoch_seed(seed, epoch))
 
     return _Task(
         build={"num_classes": train.num_classes, "in_chans": train.in_chans,

@@ -92,7 +92,7 @@ class GPT2Recipe:
     weight_decay: float = 0.01
     warmup_steps: int = 200  # paper says "warmup" without a length: ours, about one epoch
     dropout: float = 0.1
-    patience: int = 3  # early stopping: epochs without a new best validation loss; ours
+    patience: int = 3  # early stopping after this many epochs without a new best (0: never); ours
     activation: str = "gelu_new"
     train_blocks: int | None = None  # cap on training blocks (first n of a seeded shuffle)
     val_blocks: int | None = None  # cap on validation blocks for early stopping (None: all)

@@ -204,6 +204,41 @@ def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _train_epoch(
+    fwd: nn.Module,
+    task: _Task,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    bar: tqdm,
+    progress: bool,
+) -> dict[str, Any]:
+    """One pass over the epoch's batches; returns the epoch's record for the history."""
+    loss_sum = torch.zeros((), device=device)  # summed on the device: one sync per epoch
+    items, t0 = 0, time.perf_counter()
+    for step, (x, y) in enumerate(task.train_batches(epoch)):
+        with autocast_context(device):
+            logits = model_logits(fwd, x)
+        loss = _train_loss(logits, x, y, task.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach()
+        items += task.items_per_batch(x)
+        bar.update()
+        if progress and step % 50 == 0:  # .item() syncs the GPU: not every step
+            rate = items / (time.perf_counter() - t0)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", per_s=f"{rate:,.0f}")
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum.item() / task.steps_per_epoch,
+        "items_per_s": items / (time.perf_counter() - t0),
+        "lr": scheduler.get_last_lr()[0],
+    }
+
+
 def train_model(
     kind: str,
     profile: Profile,
@@ -256,54 +291,35 @@ def train_model(
         if best["state"] is not None:
             best["state"] = {k: v.to(device) for k, v in best["state"].items()}
 
-    t_start = time.perf_counter()
-    last_resume_write = t_start
-    bar = tqdm(total=total_steps, initial=start_epoch * task.steps_per_epoch, disable=not progress,
-               desc=f"{kind} seed {seed}", unit="step", mininterval=2.0, dynamic_ncols=True)
+    t_start = last_resume_write = time.perf_counter()
     model.train()
-    for epoch in range(start_epoch, task.epochs):
-        if best["epoch"] >= 0 and epoch - 1 - best["epoch"] >= task.patience > 0:
-            break  # early stopping (checked here too so a resumed run stops where it would have)
-        loss_sum = torch.zeros((), device=device)
-        items, t_epoch = 0, time.perf_counter()
-        for step, (x, y) in enumerate(task.train_batches(epoch)):
-            with autocast_context(device):
-                logits = model_logits(fwd, x)
-            loss = _train_loss(logits, x, y, task.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
-            items += task.items_per_batch(x)
-            bar.update()
-            if progress and step % 50 == 0:  # .item() syncs the GPU: not every step
-                rate = items / (time.perf_counter() - t_epoch)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", per_s=f"{rate:,.0f}")
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / task.steps_per_epoch,
-            "items_per_s": items / (time.perf_counter() - t_epoch),
-            "lr": scheduler.get_last_lr()[0],
-        }
-        if task.val_batches is not None:
-            record["val_loss"] = evaluate(model, task.val_batches)["loss"]
-            if record["val_loss"] < best["val_loss"]:
-                best = {"val_loss": record["val_loss"], "epoch": epoch, "state": _clone_state(model)}
-            bar.set_postfix(epoch=epoch + 1, val=f"{record['val_loss']:.3f}",
-                            best=f"{best['val_loss']:.3f}")
-        history.append(record)
-        now = time.perf_counter()
-        if cache is not None and now - last_resume_write >= resume_interval_s:
-            cache.save_resume(spec, {
-                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state(device), "best": best,
-                "history": history, "wall_s": wall_before + now - t_start,
-            })
-            last_resume_write = now
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, record)
-    bar.close()
+    with tqdm(total=total_steps, initial=start_epoch * task.steps_per_epoch, disable=not progress,
+              desc=f"{kind} seed {seed}", unit="step", mininterval=2.0, dynamic_ncols=True) as bar:
+        for epoch in range(start_epoch, task.epochs):
+            # Early stopping, checked before an epoch so a resumed run stops where it would have.
+            since_best = epoch - 1 - best["epoch"]
+            if task.patience > 0 and best["epoch"] >= 0 and since_best >= task.patience:
+                break
+            record = _train_epoch(fwd, task, epoch, optimizer, scheduler, device, bar, progress)
+            if task.val_batches is not None:
+                record["val_loss"] = evaluate(model, task.val_batches)["loss"]
+                if record["val_loss"] < best["val_loss"]:
+                    best = {"val_loss": record["val_loss"], "epoch": epoch,
+                            "state": _clone_state(model)}
+                bar.set_postfix(epoch=epoch + 1, val=f"{record['val_loss']:.3f}",
+                                best=f"{best['val_loss']:.3f}")
+            history.append(record)
+            now = time.perf_counter()
+            if cache is not None and now - last_resume_write >= resume_interval_s:
+                cache.save_resume(spec, {
+                    "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(device), "best": best, "history": history,
+                    "wall_s": wall_before + now - t_start,
+                })
+                last_resume_write = now
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, record)
 
     if best["state"] is not None:
         model.load_state_dict(best["state"])

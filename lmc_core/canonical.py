@@ -179,7 +179,7 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
     E = p["qk"].shape[0]
     c = config
     if c.task == "image":
-        if inputs.dim() != 4 or inputs.shape[1] != c.in_chans or inputs.shape[-1] != c.img_size:
+        if inputs.dim() != 4 or tuple(inputs.shape[1:]) != (c.in_chans, c.img_size, c.img_size):
             raise ValueError(
                 f"expected images of shape (B, {c.in_chans}, {c.img_size}, {c.img_size}), got {tuple(inputs.shape)}"
             )

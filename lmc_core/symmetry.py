@@ -87,26 +87,27 @@ class Symmetry:
                      ) -> tuple[dict[str, Tensor], CanonicalConfig]:
         """Differentiable form of `apply` on a parameter dict."""
         self._check(config)
-        dtype = params["qk"].dtype
+        dtype, device = params["qk"].dtype, params["qk"].device
         new = dict(params)
         changes: dict = {}
         matrices: dict[str, Tensor] = {}
         if self.residual is not None:
-            O = self.residual.to(dtype)
+            O = self.residual.to(dtype=dtype, device=device)
             n, m = O.shape
             c = math.sqrt(n / m)
             aug = torch.zeros(n + 1, m + 1, dtype=dtype, device=O.device)
             aug[:n, :m] = c * O
             aug[n, m] = 1.0
             matrices |= {"res": O, "res_read": c * O, "offset": O / c, "res_aug": aug}
-            changes |= {"width": m, "eps": config.eps * n / m}
+            if n != m:  # a square map leaves eps exactly as it is
+                changes |= {"width": m, "eps": config.eps * (n / m)}
         if self.heads is not None:
-            matrices |= {"head_read": self.heads.read.to(dtype).transpose(1, 2),
-                         "head_write": self.heads.write.to(dtype).transpose(1, 2)}
+            matrices |= {"head_read": self.heads.read.to(dtype=dtype, device=device).transpose(1, 2),
+                         "head_write": self.heads.write.to(dtype=dtype, device=device).transpose(1, 2)}
             changes["num_heads"] = self.heads.sizes[1]
         if self.mlp is not None:
-            matrices |= {"unit_read": self.mlp.read.to(dtype).transpose(1, 2),
-                         "unit_write": self.mlp.write.to(dtype).transpose(1, 2)}
+            matrices |= {"unit_read": self.mlp.read.to(dtype=dtype, device=device).transpose(1, 2),
+                         "unit_write": self.mlp.write.to(dtype=dtype, device=device).transpose(1, 2)}
             changes["mlp_width"] = self.mlp.sizes[1]
         for name, value in params.items():
             for axis, role in enumerate(PARAM_AXES[name]):
@@ -358,8 +359,8 @@ class Invertible:
         out = copy.deepcopy(model)
         for layer in range(adapter.num_layers(model)):
             w = adapter.get_attention(model, layer)
-            a = self.qk[layer].to(w.q_w.dtype)
-            b = self.ov[layer].to(w.q_w.dtype)
+            a = self.qk[layer].to(w.q_w)
+            b = self.ov[layer].to(w.q_w)
             a_inv_t = torch.linalg.inv(a).transpose(1, 2)
             w.q_w = torch.einsum("dhk,hkj->dhj", w.q_w, a)
             w.k_w = torch.einsum("dhk,hkj->dhj", w.k_w, a_inv_t)

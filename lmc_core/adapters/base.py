@@ -84,22 +84,43 @@ def _fold(norm: LayerNormWeights, what: str) -> tuple[Tensor, Tensor]:
     return norm.scale, norm.bias / norm.scale
 
 
-def build_canonical(raw: RawTransformer) -> CanonicalTransformer:
-    """The SPEC section 2 rewrite of any pre-norm Transformer read by an adapter."""
-    config = raw.config
-    d = config.width
-    params = {name: value for name, value in raw.embed.items()}
-    tensors = list(params.values()) + [raw.head]
-    dtypes = {t.dtype for t in tensors} | {b.attn.q_w.dtype for b in raw.blocks}
+def _named_tensors(raw: RawTransformer) -> dict[str, Tensor]:
+    """Every tensor an adapter read, by a name that says where it came from."""
+    tensors = {f"embedding {k}": v for k, v in raw.embed.items()}
+    for i, block in enumerate(raw.blocks):
+        for part in ("norm1", "norm2"):
+            norm = getattr(block, part)
+            tensors |= {f"block {i} {part} scale": norm.scale, f"block {i} {part} bias": norm.bias}
+        for key, value in vars(block.attn).items():
+            tensors[f"block {i} attention {key}"] = value
+        for key in ("mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias"):
+            tensors[f"block {i} {key}"] = getattr(block, key)
+    tensors |= {"final norm scale": raw.norm_final.scale, "final norm bias": raw.norm_final.bias,
+                "head": raw.head, "head bias": raw.head_bias}
+    return {k: v for k, v in tensors.items() if v is not None}
+
+
+def _check_tensors(raw: RawTransformer) -> None:
+    """One dtype and finite values everywhere, or a clear error naming the tensor."""
+    tensors = _named_tensors(raw)
+    dtypes = {t.dtype for t in tensors.values()}
     if len(dtypes) != 1:
         raise TypeError(
             f"the model mixes parameter dtypes {sorted(map(str, dtypes))}; cast it to one dtype first "
             "(e.g. model.float() or model.double())"
         )
-    for name, value in list(params.items()) + [("head", raw.head)]:
+    for name, value in tensors.items():
         if not torch.isfinite(value).all():
             raise ValueError(f"{name}: weights contain NaN or inf; the model cannot be canonicalised")
-    dtype = tensors[0].dtype
+
+
+def build_canonical(raw: RawTransformer) -> CanonicalTransformer:
+    """The SPEC section 2 rewrite of any pre-norm Transformer read by an adapter."""
+    config = raw.config
+    d = config.width
+    params = {name: value for name, value in raw.embed.items()}
+    _check_tensors(raw)
+    dtype = raw.head.dtype
     center = torch.eye(d, dtype=dtype, device=raw.head.device) - 1.0 / d  # M = I - (1/d) 1 1ᵀ
 
     for name in params:  # every embedding tensor writes into the stream
@@ -109,9 +130,6 @@ def build_canonical(raw: RawTransformer) -> CanonicalTransformer:
         "norm1", "qk", "ov", "attn_bias", "norm2", "mlp_in", "mlp_in_bias", "mlp_out", "mlp_out_bias")}
     for i, block in enumerate(raw.blocks):
         a = block.attn
-        for t in (a.q_w, a.k_w, a.v_w, a.o_w, block.mlp_in, block.mlp_out):
-            if not torch.isfinite(t).all():
-                raise ValueError(f"block {i}: weights contain NaN or inf; the model cannot be canonicalised")
         gamma1, offset1 = _fold(block.norm1, f"block {i} norm1")
         gamma2, offset2 = _fold(block.norm2, f"block {i} norm2")
         g = gamma1[:, None, None]

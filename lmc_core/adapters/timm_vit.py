@@ -18,8 +18,14 @@ from .base import (
 
 
 def _activation_name(act: nn.Module) -> str:
+    from timm.layers import activations  # timm's own GELU modules compute F.gelu exactly too
+
     if isinstance(act, nn.GELU):
         return "gelu_tanh" if act.approximate == "tanh" else "gelu"
+    if isinstance(act, activations.GELU):
+        return "gelu"
+    if isinstance(act, activations.GELUTanh):
+        return "gelu_tanh"
     if isinstance(act, nn.ReLU):
         return "relu"
     raise UnsupportedModelError(f"timm ViT: MLP activation {type(act).__name__} is not supported (GELU or ReLU)")

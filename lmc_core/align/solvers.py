@@ -72,7 +72,7 @@ def straight_through_permutation(z: Tensor) -> Tensor:
     """Hungarian projection of latent scores z (..., N, N) with a straight-through estimator:
     the forward value is the hard permutation matrix, the backward pass is the identity into z."""
     hard = one_hot_rows(assignment(z), z.shape[-1], z.dtype)
-    return hard + z - z.detach()
+    return hard + (z - z.detach())  # exactly `hard` in the forward pass
 
 
 def sinkhorn(z: Tensor, tau: float = 0.05, iterations: int = 20) -> Tensor:

@@ -359,7 +359,9 @@ def barrier(
     evaluated as one ensemble per batch: chunks of `max_ensemble` members (default: from the
     activation size and the memory budget), bf16 autocast on CUDA (`autocast=None`), fp32
     summed losses accumulated in fp64. `data`: one (inputs, targets) pair or an iterable of
-    them; targets None means next-token language modelling. `device`: default model A's."""
+    them; targets None means next-token language modelling. `device`: default model A's.
+    Memory: the stacked canonical parameters of all λ stay on the device (E × one canonical
+    model; GPT-2 at the paper's size: about 130 MB a point in fp32)."""
     grid = lambda_grid(lambdas)
     config, params, space = _ensemble_params([model_a, model_b], [[lam] for lam in grid])
     losses, accs = _ensemble_metrics(config, params, data, device=_device_of(model_a, device),

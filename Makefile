@@ -1,7 +1,7 @@
 # lmc-book. `make book` runs the study on its CPU default and builds the HTML; `make test` tests.
 #   make book                     smoke profile (2 CPU cores, minutes) -> book/_build/html/index.html
 #   make reproduce PROFILE=full   the full profile (one GPU), then the book
-#   make book RUN_ARGS="--only 00_data_overview"   a subset of the notebooks (also --force)
+#   make book RUN_ARGS="--only 01_data"   a subset of the notebooks (also --force)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv

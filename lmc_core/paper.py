@@ -281,7 +281,7 @@ class OrderCheck:
     larger_se: float | None
     smaller_se: float | None
     holds: bool
-    resolved: bool  # the difference exceeds twice the combined s.e. (False when there is no s.e.)
+    resolved: bool | None  # the difference exceeds twice the combined s.e. (None: no s.e., n < 2)
 
     @property
     def text(self) -> str:
@@ -301,7 +301,7 @@ def method_order(comparisons: Sequence[Comparison]) -> list[OrderCheck]:
         if big.loss_barrier_se is not None and small.loss_barrier_se is not None:
             se = math.hypot(big.loss_barrier_se, small.loss_barrier_se)
         checks.append(OrderCheck(larger, smaller, big.loss_barrier, small.loss_barrier, big.loss_barrier_se,
-                                 small.loss_barrier_se, diff > 0, se is not None and abs(diff) > 2 * se))
+                                 small.loss_barrier_se, diff > 0, None if se is None else abs(diff) > 2 * se))
     return checks
 
 
@@ -340,7 +340,7 @@ def order_sentences(comparisons: Sequence[Comparison]) -> list[str]:
         sentences.append(f"With {n} pair there is no standard error: the order is read off single "
                          "measurements and none of it is statistically resolved.")
     else:
-        unresolved = [c for c in checks if not c.resolved]
+        unresolved = [c for c in checks if c.resolved is False]
         if unresolved:
             sentences.append("Within two standard errors (not resolved): "
                              + ", ".join(c.text for c in unresolved) + ".")
@@ -391,12 +391,16 @@ def chapter_inventory(records: Sequence[Mapping[str, Any]], notebooks_dir: str |
     by_dir = {Path(str(r.get("path", ""))).parent.name: r for r in records}
     excluded = set(exclude)
     names = [p.stem for p in sorted(Path(notebooks_dir).glob("*.ipynb")) if p.stem not in excluded]
-    names += [n for n in by_dir if n not in names and n not in excluded]
+    stale = [n for n in by_dir if n not in names and n not in excluded]
     rows = []
-    for name in names:
+    for name in names + stale:
         record = by_dir.get(name) or by_name.get(name)
         if record is None:
             rows.append({"chapter": name, "status": "missing"})
+            continue
+        if name in stale:
+            rows.append({"chapter": name, "status": "stale: no such notebook", "profile": record.get("profile"),
+                         "commit": record.get("commit")})
             continue
         if record.get("error"):
             rows.append({"chapter": name, "status": "unreadable", "error": record["error"]})

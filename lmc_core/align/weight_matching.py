@@ -109,6 +109,7 @@ def weight_matching(model_a: CanonicalTransformer, model_b: CanonicalTransformer
     outside_blocks = [n for n in pa if "layer" not in PARAM_AXES[n]]
     solve = procrustes if residual == "orthogonal" else permutation_procrustes
     history: dict[str, list] = {"iteration": [], "weight_distance": []}
+    sym = Symmetry()  # zero iterations: the identity
     for it in range(iterations):
         unit_sym = Symmetry(None, UnitMap(heads, heads), UnitMap(units, units))
         pb_units, _ = unit_sym.apply_params(pb, cfg)

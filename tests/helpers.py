@@ -10,7 +10,10 @@ mode with all dropout off, in the dtype asked for.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -258,3 +261,17 @@ def model_cases(draw, archs: tuple[str, ...] = ("vit", "gpt2"), dtypes: tuple[to
     arch = draw(st.sampled_from(archs))
     kwargs = draw(vit_kwargs() if arch == "vit" else gpt2_kwargs())
     return arch, kwargs, draw(st.sampled_from(dtypes))
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (scripts/ is not a package)."""
+    root = Path(__file__).resolve().parent.parent
+    if str(root / "scripts") not in sys.path:
+        sys.path.insert(0, str(root / "scripts"))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, root / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

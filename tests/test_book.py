@@ -7,30 +7,18 @@ in CI it always runs."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def load_script(name: str):
-    if str(ROOT / "scripts") not in sys.path:
-        sys.path.insert(0, str(ROOT / "scripts"))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 check_book = load_script("check_book")

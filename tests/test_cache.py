@@ -5,21 +5,12 @@ import json
 
 import pytest
 import torch
+from helpers import single_thread  # noqa: F401  (autouse fixture: one torch thread)
 from test_train import same_weights, tiny
 
 import lmc_core.train as train_mod
 from lmc_core.cache import META_FILE, MODEL_FILE, RESUME_FILE, CheckpointCache, spec_key
 from lmc_core.train import model_spec, train_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two (no OpenMP hand-offs), and it stays fast on a
-    busy machine, where competing OpenMP threads slow small kernels down by 10x or more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Interrupted(Exception):

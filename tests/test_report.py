@@ -3,16 +3,15 @@ skipping unchanged notebooks, atomic run directories)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
+from helpers import load_script
 
 from lmc_core import report
 from lmc_core.profiles import PROFILES
@@ -27,18 +26,6 @@ from lmc_core.report import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def load_script(name: str):
-    """Import scripts/<name>.py as a module (scripts/ is not a package)."""
-    if str(ROOT / "scripts") not in sys.path:
-        sys.path.insert(0, str(ROOT / "scripts"))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

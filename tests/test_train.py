@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import single_thread  # noqa: F401  (autouse fixture: one torch thread)
 
 import lmc_core.train as train_mod
 from lmc_core.metrics import evaluate, loss_and_correct
@@ -23,14 +24,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two (no OpenMP hand-offs), and it stays fast on a
-    busy machine, where competing OpenMP threads slow small kernels down by 10x or more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(overrides: dict | None = None):

@@ -416,7 +416,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]],
         columns = list(dict.fromkeys(k for r in rows for k in r))
     cols = [(c, HEADERS.get(c, c.replace("_", " "))) if isinstance(c, str) else tuple(c)
             for c in columns]
-    lines = ["| " + " | ".join(h for _, h in cols) + " |",
+    lines = ["| " + " | ".join(_cell(h, floatfmt) for _, h in cols) + " |",
              "|" + "|".join(" --- " for _ in cols) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(k), floatfmt) for k, _ in cols) + " |")

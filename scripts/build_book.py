@@ -9,8 +9,8 @@ run exists (the full runs are committed), else ``runs/smoke/<name>/<name>.ipynb`
 neither is left out with a warning. ``_toc.yml`` and the first page ``intro.md`` are generated:
 the first page says which runs are rendered (profile, device, commit, from each results.json)
 and warns when smoke runs are shown. Nothing is executed at build time (execute_notebooks:
-"off"); warnings are errors (-W -n --keep-going); the HTML is checked for assets fetched from
-the web at view time.
+"off"); warnings are errors (-W -n --keep-going); MathJax is served from ``_static`` (see
+book_assets.py) and the HTML is checked for assets fetched from the web at view time.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 PROFILE_PREFERENCE = ("full", "smoke")
 sys.path.insert(0, str(SCRIPTS))
 
+from book_assets import ensure_mathjax  # noqa: E402
 from check_book import external_assets  # noqa: E402
 from run_notebooks import STAMP_FILE, stamp_digest  # noqa: E402
 
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_toc(args.book_dir, chapters)
     write_intro(args.book_dir, chapters)
+    ensure_mathjax(args.book_dir / "_static")
     for c in chapters:
         print(f"  {c.name}: {c.profile} run ({c.results.get('device', '?')}, "
               f"commit {c.results.get('commit', '?')}){' [stale]' if c.stale else ''}")

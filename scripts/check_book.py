@@ -9,6 +9,7 @@ For the root page and every chapter in the toc:
 - the page's content has at least as many <img> as the chapter's notebook has PNG figure
   outputs, and every content <img> points to a file that exists and is a valid, non-empty PNG;
 - it has at least as many <table> as the notebook has markdown outputs holding a pipe table;
+- when it has equations, MathJax (served locally) typeset them;
 - a screenshot (``--screenshot``, 1280x2000) is not blank (more than one colour);
 and no page loads scripts, styles or images from the web (the book must work offline).
 Exits 1 with the list of failures, 0 when every page passes.
@@ -68,6 +69,8 @@ class _PageParser(HTMLParser):
         self.h1: list[str] = []
         self.images: list[str] = []
         self.tables = 0
+        self.equations = 0  # Sphinx's math spans/divs
+        self.typeset = 0  # <mjx-container> elements MathJax made of them
         self.remote: list[str] = []
         self._stack: list[str] = []
         self._in_title = False
@@ -76,7 +79,7 @@ class _PageParser(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "title":
+        if tag == "title" and not self.title:  # the page's; icons' SVG <title>s come later
             self._in_title = True
         elif tag == "h1" and self._h1_depth is None:
             self._h1_depth = len(self._stack)
@@ -85,6 +88,10 @@ class _PageParser(HTMLParser):
             self._content_depth = len(self._stack)
         if tag == "table" and self._content_depth is not None:
             self.tables += 1
+        if tag in ("span", "div") and "math" in (a.get("class") or "").split():
+            self.equations += 1
+        elif tag == "mjx-container":
+            self.typeset += 1
         if tag == "img":
             src = a.get("src") or ""
             if self._content_depth is not None:
@@ -140,8 +147,13 @@ def parse_page(html: str) -> _PageParser:
     return p
 
 
+_SMART_QUOTES = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"'})
+
+
 def _norm(text: str) -> str:
-    return " ".join(text.replace("¶", " ").replace("#", " ").split()).casefold()
+    """Text for comparison: Sphinx's smart quotes made plain, anchors and spacing dropped."""
+    text = text.translate(_SMART_QUOTES).replace("¶", " ").replace("#", " ")
+    return " ".join(text.split()).casefold()
 
 
 def external_assets(html_dir: Path) -> list[str]:
@@ -359,6 +371,9 @@ def check_page(page: Page, exe: str, shots_dir: Path, timeout: float = 120) -> l
     if parsed.tables < page.tables:
         fails.append(f"{page.docname}: {parsed.tables} <table> in the page, but the notebook has "
                      f"{page.tables} markdown table output(s) (rendered as plain text?)")
+    if parsed.equations and not parsed.typeset:
+        fails.append(f"{page.docname}: {parsed.equations} equation(s) but MathJax typeset none "
+                     f"(is book/_static/mathjax there? see scripts/book_assets.py)")
     fails += [f"{page.docname}: loads from the web: {r}" for r in parsed.remote]
 
     shot = shots_dir / (page.docname.replace("/", "__") + ".png")

@@ -61,7 +61,10 @@ def _executed_fixture(path: Path) -> None:
             "text/plain": "<IPython.core.display.Markdown object>"}),
     ])
     nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Fixture chapter\n\nA chapter with one figure."),
+        nbformat.v4.new_markdown_cell(
+            "# Fixture chapter\n\nA chapter with one figure and the barrier "
+            "$B = \\max_\\lambda \\mathcal{L}(\\lambda)$:\n\n"
+            "$$\\mathcal{L}(\\lambda) = \\lambda a + (1-\\lambda) b$$"),
         params, nbformat.v4.new_markdown_cell("## The figure"), fig, table])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
@@ -87,6 +90,7 @@ def tiny_book(tmp_path_factory) -> Path:
     build_book.write_toc(book, chapters)
     intro = build_book.write_intro(book, chapters).read_text()
     assert "smoke profile" in intro and "not the paper-scale numbers" in intro
+    build_book.ensure_mathjax(book / "_static")
     assert build_book.build(book, quiet=True) == 0  # -W -n --keep-going: no warnings
     return book / "_build" / "html"
 
@@ -134,6 +138,17 @@ def test_book_pages_in_chromium(tiny_book, tmp_path):
     assert report.failures == []
     assert report.pages == ["intro", "runs/smoke/01_fixture/01_fixture"]
     assert len(list(shots.glob("*.png"))) == 2
+
+
+@needs_chromium
+def test_checker_catches_untypeset_equations(tiny_book, tmp_path):
+    book = tiny_book.parent.parent
+    broken = tmp_path / "html"
+    shutil.copytree(tiny_book, broken)
+    shutil.rmtree(broken / "_static" / "mathjax")
+    page = check_book.toc_pages(broken, book / "_toc.yml", book)[1]
+    fails = check_book.check_page(page, check_book.find_chromium(), tmp_path)
+    assert any("MathJax typeset none" in f for f in fails), fails
 
 
 @needs_chromium

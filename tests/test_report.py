@@ -203,6 +203,10 @@ def test_markdown_table():
     assert lines[2] == "| Vanilla averaging | 1.50 ± 0.50 | 2 |"
     assert "a \\| b" in markdown_table([{"x": "a | b", "y": None, "z": 0.12345}])
     assert "| — | 0.123 |" in markdown_table([{"x": "a | b", "y": None, "z": 0.12345}])
+    # a header with pipes (|Δ loss|) must not add columns: every line has the same cell count
+    lines = markdown_table([{"d": 1.0}], [("d", "max |Δ loss|")]).splitlines()
+    assert lines[0] == "| max \\|Δ loss\\| |"
+    assert {line.replace("\\|", "").count("|") for line in lines} == {2}
 
 
 # ------------------------------------------------------------------ scripts/run_notebooks.py

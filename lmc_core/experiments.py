@@ -201,30 +201,13 @@ def with_overrides(profile: Profile, section: str, **changes: Any) -> Profile:
 
 
 def lift_exact(narrow: nn.Module, wide: nn.Module, seed: int = 0) -> CanonicalTransformer:
-    """`narrow` lifted into `wide`'s shape (residual width, heads, MLP units) with `wide`'s RMSNorm
-    eps and softmax scales, computing exactly `narrow`'s function.
-
-    Interpolation evaluates both ends with one config (model A's), so the lifted model must
-    share A's eps and attention scales, which `lift_width` alone does not give:
-    - eps: the lift writes eps -> (N/M)·eps. Scaling every residual writer by
-      s = sqrt(eps_wide / eps_lifted) scales the residual stream by s, and
-      RMSNorm(s·y; eps_wide) = RMSNorm(y; eps_wide / s²) = RMSNorm(y; eps_lifted).
-    - softmax scale 1/sqrt(head_dim): a narrower model with as many heads has smaller heads, so a
-      larger scale. Scores are x̃ QK x̃ᵀ · scale, so QK -> QK · scale_narrow / scale_wide with the
-      wide scale gives the same scores.
-    Every norm output and every attention score is unchanged, hence the function."""
+    """`narrow` lifted into `wide`'s shape, RMSNorm eps and softmax scales (`lift_width` with
+    `target=`), computing exactly `narrow`'s function."""
     from .adapters import canonicalize
     from .align import lift_width
-    from .canonical import PARAM_AXES
 
     small, big = canonicalize(narrow), canonicalize(wide)
-    lifted = lift_width(small, big.width, big.num_heads, big.mlp_width, seed=seed).apply(small)
-    scale = (big.eps / lifted.eps) ** 0.5
-    params = {k: v.detach() * scale if "res" in PARAM_AXES[k] else v.detach() for k, v in lifted.params().items()}
-    ratio = torch.tensor([n / w for n, w in zip(lifted.config.attn_scales, big.config.attn_scales, strict=True)],
-                         dtype=params["qk"].dtype, device=params["qk"].device)
-    params["qk"] = params["qk"] * ratio[:, None, None, None]
-    return lifted.with_params(params, lifted.config.replace(eps=big.eps, attn_scales=big.config.attn_scales))
+    return lift_width(small, target=big.config, seed=seed).apply(small)
 
 
 def width_heterogeneous(profile: Profile, device: torch.device, *, kind: str = "gpt2", seed_wide: int = 0,

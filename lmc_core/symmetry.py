@@ -11,6 +11,11 @@ symmetry contracts each axis with the matching matrix:
     heads (per layer, R, S ∈ R^{M×N}):   QK'_j = Σ_i R_ji QK_i,   OV'_j = Σ_i S_ji OV_i
     MLP units (per layer, R, S ∈ R^{M×N}): W_in' = W_in Rᵀ, b_in' = R b_in, W_out' = S W_out
 
+Two scalar reparametrisations complete a width lift, so that the lifted model can share the
+wider model's config: a new eps' with the residual stream scaled by s = sqrt(eps'/eps) (every
+writer times s; RMSNorm(s y; s² eps) = RMSNorm(y; eps)), and a new softmax scale with the
+circuits rescaled to match (QK -> QK · scale / scale').
+
 A permutation has R = S = P. A semi-permutation has R = the 0/1 copy pattern and S the copy
 weights (each original's weights sum to 1), which is exact for any activation because the
 copies of a unit see the same input; the paper's form with the weights on the input side
@@ -72,11 +77,15 @@ class UnitMap:
 @dataclass
 class Symmetry:
     """One residual map and per-layer head and MLP maps, applied to a canonical model in one
-    call. Any part may be None (identity). This is what the alignment methods return."""
+    call. Any part may be None (identity). This is what the alignment methods return.
+    `eps` and `attn_scales` are the scalar reparametrisations of a width lift (module docstring):
+    the values the model's config takes, applied after the maps."""
 
     residual: Tensor | None = None  # (N, M) with O Oᵀ = I_N
     heads: UnitMap | None = None
     mlp: UnitMap | None = None
+    eps: float | None = None  # the RMSNorm eps afterwards (residual stream rescaled to keep the function)
+    attn_scales: tuple[float, ...] | None = None  # the softmax scale per layer afterwards
 
     def apply(self, model: CanonicalTransformer) -> CanonicalTransformer:
         """The transformed model (a new CanonicalTransformer; `model` is left as it is)."""
@@ -114,9 +123,22 @@ class Symmetry:
                 if role in matrices:
                     value = _contract(value, axis, matrices[role])
             new[name] = value
+        if self.eps is not None:
+            stream_scale = math.sqrt(self.eps / changes.get("eps", config.eps))
+            new |= {name: value * stream_scale for name, value in new.items() if "res" in PARAM_AXES[name]}
+            changes["eps"] = self.eps
+        if self.attn_scales is not None:
+            ratio = torch.tensor([old / new_scale for old, new_scale in zip(config.attn_scales, self.attn_scales,
+                                                                             strict=True)], dtype=dtype, device=device)
+            new["qk"] = new["qk"] * ratio[:, None, None, None]
+            changes["attn_scales"] = tuple(self.attn_scales)
         return new, config.replace(**changes) if changes else config
 
     def _check(self, config: CanonicalConfig) -> None:
+        if self.eps is not None and not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be a positive finite number, got {self.eps!r}")
+        if self.attn_scales is not None and len(self.attn_scales) != config.depth:
+            raise ValueError(f"attn_scales has {len(self.attn_scales)} entries for a model of depth {config.depth}")
         if self.residual is not None and self.residual.shape[0] != config.width:
             raise ValueError(f"residual map is {tuple(self.residual.shape)} but the model's residual width is "
                              f"{config.width}: the map's first dimension must equal the width")
@@ -139,7 +161,13 @@ class Symmetry:
                 return b if a is None else a
             return a.then(b)
 
-        return Symmetry(residual(), units(self.heads, other.heads), units(self.mlp, other.mlp))
+        if self.eps is not None and other.eps is None and other.residual is not None \
+                and other.residual.shape[0] != other.residual.shape[1]:
+            raise ValueError("cannot compose a symmetry that sets eps with a later width lift that scales it; "
+                             "give the lift its own eps target")
+        return Symmetry(residual(), units(self.heads, other.heads), units(self.mlp, other.mlp),
+                        eps=other.eps if other.eps is not None else self.eps,
+                        attn_scales=other.attn_scales if other.attn_scales is not None else self.attn_scales)
 
     def inverse(self) -> Symmetry:
         """The inverse, for square orthogonal residual maps and permutations of units."""
@@ -148,6 +176,8 @@ class Symmetry:
         for name, unit_map in (("head", self.heads), ("MLP", self.mlp)):
             if unit_map is not None and not (_is_permutation(unit_map.read) and torch.equal(unit_map.read, unit_map.write)):
                 raise ValueError(f"the {name} map is not a permutation: semi-permutations and soft maps have no inverse")
+        if self.attn_scales is not None or self.eps is not None:
+            raise ValueError("a symmetry that sets eps or attn_scales has no inverse without the original values")
         return Symmetry(
             None if self.residual is None else self.residual.T,
             None if self.heads is None else UnitMap(self.heads.read.transpose(1, 2), self.heads.write.transpose(1, 2)),
@@ -157,7 +187,8 @@ class Symmetry:
     def to(self, *args, **kwargs) -> Symmetry:
         return Symmetry(None if self.residual is None else self.residual.to(*args, **kwargs),
                         None if self.heads is None else self.heads.to(*args, **kwargs),
-                        None if self.mlp is None else self.mlp.to(*args, **kwargs))
+                        None if self.mlp is None else self.mlp.to(*args, **kwargs),
+                        eps=self.eps, attn_scales=self.attn_scales)
 
 
 def _matmul(a: Tensor, b: Tensor) -> Tensor:

@@ -133,6 +133,22 @@ def test_weight_matching_aligns_a_width_lifted_narrow_model() -> None:
     assert barrier(wide, found.model_b, data).loss_barrier <= 1e-5
 
 
+@pytest.mark.parametrize("method", ["weight_matching", "learned_matching"])
+def test_align_lifts_an_independent_narrow_model_with_the_wide_eps_and_scales(method: str) -> None:
+    # Independently trained: the narrow model's heads are smaller (a larger softmax scale) and the
+    # lift alone would leave eps·N/M, so both must be reparametrised to share the wide config.
+    wide, narrow = canonicalize(_gpt2(width=32, seed=8)), canonicalize(_gpt2(width=16, seed=9))
+    assert wide.config.attn_scales != narrow.config.attn_scales
+    data = _data("gpt2")
+    found = align(wide, narrow, method, data=[data], iterations=3, epochs=1, steps_per_epoch=3)
+    assert found.model_b.config == wide.config  # width, eps and softmax scales all the wide model's
+    assert (found.model_b(data[0]) - narrow(data[0])).abs().max() < 1e-5  # still the narrow function
+    assert _max_param_gap(found.symmetry.apply(narrow), found.model_b) < 1e-6  # the symmetry says it all
+    result = barrier(wide, found.model_b, data)
+    own = barrier(narrow, narrow, data).losses[0]
+    assert abs(result.losses[0] - own) < 1e-5  # λ = 0 is model B, evaluated in the wide config
+
+
 def test_activation_matching_recovers_planted_permutations() -> None:
     a = canonicalize(_gpt2(seed=6))
     planted = Permutation.random(a.config, torch.Generator().manual_seed(7))

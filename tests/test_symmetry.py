@@ -232,6 +232,29 @@ def test_width_lift_computes_the_narrow_function(case, extra, seed):
         O.to_symmetry().inverse()
 
 
+@fast_settings(30)
+@given(case=model_cases(), extra=st.integers(0, 9), seed=st.integers(0, 10**6),
+       eps=st.floats(1e-6, 1e-1), scale=st.floats(0.2, 5.0))
+def test_eps_and_softmax_scale_reparametrisations_keep_the_function(case, extra, seed, eps, scale):
+    """The scalar targets a lift uses to share the wider model's config (any eps, any scale)."""
+    _, x, canon, ref, dtype = setup(case)
+    target_scales = tuple(a * scale for a in canon.config.attn_scales)
+    lift = Orthogonal.random(canon.width, canon.width + extra, generator=gen(seed), dtype=dtype).to_symmetry()
+    sym = Symmetry(lift.residual, eps=eps, attn_scales=target_scales)
+    new = sym.apply(canon)
+    assert new.eps == eps and new.config.attn_scales == target_scales  # exactly the targets
+    assert max_dev(logits(new, x), ref) <= TOL[dtype]
+    # composition: the later target wins; the composite equals one after the other
+    later = Symmetry(eps=2 * eps)
+    both = sym.then(later).apply(canon)
+    assert both.eps == 2 * eps
+    assert rel_dev(both.params(), later.apply(new).params()) <= 10 * PARAM_REL[dtype]
+    with pytest.raises(ValueError, match="no inverse"):
+        sym.inverse()
+    with pytest.raises(ValueError, match="eps must be a positive"):
+        Symmetry(eps=float("nan")).apply(canon)
+
+
 # -- semi-permutations -------------------------------------------------------------------------------
 
 def _with_act(case, act):

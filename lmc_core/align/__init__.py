@@ -7,8 +7,8 @@ only B is transformed.
     align(model_a, model_b, "soft", data=train)                     # Sinkhorn relaxation
     align_many([m1, m2, m3], "learned_matching", data=train)        # universe + refinement
 
-A narrower B (residual width, heads or MLP units) is first lifted exactly into A's shape
-(`width.lift_width`), then aligned as usual.
+A narrower B (residual width, heads or MLP units) is first lifted exactly into A's shape, eps
+and softmax scales (`width.lift_width`), then aligned as usual.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .activation_matching import activation_matching
 from .learned import LAMBDA_SAMPLERS, LatentSymmetry, learn
 from .multi import universe_matching
 from .weight_matching import weight_matching
-from .width import lift_width
+from .width import lift_width, needs_lift
 
 METHODS = ("weight_matching", "activation_matching", "learned_matching", "soft")
 OPTIONS: dict[str, Any] = {
@@ -138,8 +138,8 @@ def align(model_a: nn.Module, model_b: nn.Module, method: str = "weight_matching
     _check_pair(a, b_given)
     device = a.params()["qk"].device
     b_given = b_given.to(device)
-    lift = lift_width(b_given, a.width, a.num_heads, a.mlp_width, seed=opts["seed"])
-    lifted = lift.residual is not None or lift.heads is not None or lift.mlp is not None
+    lift = lift_width(b_given, target=a.config, seed=opts["seed"])
+    lifted = needs_lift(lift)
     b = lift.apply(b_given) if lifted else b_given
     eval_data, lambdas = opts["eval_data"], opts["lambdas"]
     history: dict[str, list] = {}

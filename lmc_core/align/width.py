@@ -7,13 +7,21 @@ ceil or floor(M/N) slots, round robin, with equal copy weights summing to 1; hea
 split OV, MLP units share their input weights and split their output weights. Both are exact
 for every activation. Weight matching then permutes the slots, so the copies land where the
 wider model's units fit them best.
+
+Interpolation evaluates both ends with one config (model A's), so the lifted model must also
+share A's RMSNorm eps and softmax scales, which the maps alone do not give (`target=`):
+- eps: the lift writes eps -> (N/M)·eps. Scaling the residual stream by
+  s = sqrt(eps_A / eps_lifted) gives RMSNorm(s·y; eps_A) = RMSNorm(y; eps_lifted)
+  (`Symmetry.eps`).
+- softmax scale 1/sqrt(head_dim): a narrower model with as many heads has smaller heads, so a
+  larger scale. Scores are x̃ QK x̃ᵀ · scale, so QK -> QK · scale_B / scale_A keeps every score.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..canonical import CanonicalTransformer
+from ..canonical import CanonicalConfig, CanonicalTransformer
 from ..symmetry import Orthogonal, SemiPermutation, Symmetry
 
 
@@ -24,11 +32,17 @@ def _round_robin(depth: int, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor
     return source.expand(depth, m).clone(), weight.expand(depth, m).clone()
 
 
-def lift_width(model: CanonicalTransformer, width: int, num_heads: int | None = None, mlp_width: int | None = None,
-               *, seed: int = 0) -> Symmetry:
+def lift_width(model: CanonicalTransformer, width: int | None = None, num_heads: int | None = None,
+               mlp_width: int | None = None, *, target: CanonicalConfig | None = None, seed: int = 0) -> Symmetry:
     """The Symmetry that lifts `model` to residual width `width` (and, optionally, to more heads
-    and MLP units). Apply it to get a wider model with exactly the same function."""
+    and MLP units). Apply it to get a wider model with exactly the same function. With `target`
+    (the wider model's config), its width, heads, MLP units, eps and softmax scales are all taken
+    from there, so the lifted model can be interpolated with the wider one."""
     cfg = model.config
+    if target is not None:
+        width, num_heads, mlp_width = target.width, target.num_heads, target.mlp_width
+    if width is None:
+        raise ValueError("lift_width needs the width to lift to (width=...) or the wider model's config (target=...)")
     num_heads = num_heads or cfg.num_heads
     mlp_width = mlp_width or cfg.mlp_width
     for what, small, large in (("residual width", cfg.width, width), ("heads", cfg.num_heads, num_heads),
@@ -45,4 +59,16 @@ def lift_width(model: CanonicalTransformer, width: int, num_heads: int | None = 
         heads=_round_robin(cfg.depth, cfg.num_heads, num_heads) if num_heads > cfg.num_heads else None,
         mlp=_round_robin(cfg.depth, cfg.mlp_width, mlp_width) if mlp_width > cfg.mlp_width else None,
     ).to_symmetry(cfg)
-    return Symmetry(residual, semi.heads, semi.mlp).to(device=device)
+    eps = attn_scales = None
+    if target is not None:
+        if cfg.eps * cfg.width / width != target.eps:
+            eps = target.eps
+        if tuple(cfg.attn_scales) != tuple(target.attn_scales):
+            attn_scales = tuple(target.attn_scales)
+    return Symmetry(residual, semi.heads, semi.mlp, eps=eps, attn_scales=attn_scales).to(device=device)
+
+
+def needs_lift(symmetry: Symmetry) -> bool:
+    """Whether a `lift_width` result changes anything (else the model is already A's shape)."""
+    return any(part is not None for part in (symmetry.residual, symmetry.heads, symmetry.mlp, symmetry.eps,
+                                             symmetry.attn_scales))

@@ -106,7 +106,8 @@ def align_by_name(method: str, model_a: nn.Module, model_b: nn.Module, profile: 
     if method == "weight_matching_permutation":
         return align(model_a, model_b, "weight_matching", **{**opts, "residual": "permutation"})
     if method == "learned_matching_permutation":
-        return align(model_a, model_b, "learned_matching", data=data.train, **{**opts, "residual": "permutation"})
+        return align(model_a, model_b, "learned_matching", data=data.train,
+                     **{"perm_lr": profile.align.lm_perm_lr, **opts, "residual": "permutation"})
     if method == "learned_matching":
         return align(model_a, model_b, "learned_matching", data=data.train, **opts)
     if method == "soft":

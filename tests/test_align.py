@@ -19,6 +19,7 @@ from lmc_core import (
     canonicalize,
     simplex_barrier,
 )
+from lmc_core.align.learned import LatentSymmetry
 from lmc_core.align.solvers import polar, sinkhorn, straight_through_permutation
 
 VOCAB = 48
@@ -195,6 +196,23 @@ def test_learned_matching_beats_weight_matching_on_independent_models() -> None:
     # Learned matching moves only along symmetries: B keeps its function exactly.
     assert (lm.model_b(test[0][0]) - canonicalize(b)(test[0][0])).abs().max() < 1e-4
     assert lm.history["epoch"] == [0, 1, 2] and len(lm.history["train_barrier"]) == 3
+
+
+def test_permutation_latents_move_at_their_own_rate() -> None:
+    a, b = canonicalize(_gpt2(seed=10)), canonicalize(_gpt2(seed=11))
+    g = torch.Generator().manual_seed(12)
+    train = [(_markov_batch(g), None) for _ in range(12)]
+    opts = {"iterations": 3, "residual": "permutation", "epochs": 1}
+    start = align(a, b, "weight_matching", **opts).symmetry
+    parts = lambda s: (s.residual, s.heads.read, s.mlp.read)  # noqa: E731
+    slow = align(a, b, "learned_matching", data=train, **opts).symmetry  # perm_lr = lr = 1e-3
+    assert all(torch.equal(x, y) for x, y in zip(parts(slow), parts(start), strict=True))
+    fast = align(a, b, "learned_matching", data=train, perm_lr=0.3, **opts).symmetry
+    assert not all(torch.equal(x, y) for x, y in zip(parts(fast), parts(start), strict=True))
+    latent = LatentSymmetry(start, a.depth, a.width, a.num_heads, a.mlp_width, residual="permutation")
+    assert [(len(g["params"]), g["lr"]) for g in latent.param_groups(1e-3, 0.1)] == [(3, 0.1)]
+    latent = LatentSymmetry(start, a.depth, a.width, a.num_heads, a.mlp_width, relaxation="soft")
+    assert [(len(g["params"]), g["lr"]) for g in latent.param_groups(1e-3, 0.1)] == [(3, 1e-3)]
 
 
 def test_polar_gradient_is_exact_and_finite_at_orthogonal_matrices() -> None:

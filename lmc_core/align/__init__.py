@@ -36,7 +36,8 @@ OPTIONS: dict[str, Any] = {
     "lambda_sampler": "uniform_0.4_0.6",
     "epochs": 2,
     "steps_per_epoch": None,
-    "lr": 1e-3,
+    "lr": 1e-3,  # the orthogonal map's latent (and soft matching's)
+    "perm_lr": None,  # hard permutation latents (None: lr); they start one-hot, see align.learned
     "seed": 0,
     "eval_data": None,  # test batches: barrier after every WM iteration / LM epoch
     "train_eval_batches": 4,  # batches of `data` for the train barrier in the LM history
@@ -166,7 +167,7 @@ def align(model_a: nn.Module, model_b: nn.Module, method: str = "weight_matching
                 residual=opts["residual"], relaxation="soft" if method == "soft" else "hard", tau=opts["tau"],
                 sinkhorn_iters=opts["sinkhorn_iters"], dtype=a.params()["qk"].dtype, device=device)
             on_epoch = _epoch_evaluator(a, b, data, eval_data, opts)
-            history = learn([a, b], [None, latent], data, epochs=opts["epochs"], lr=opts["lr"],
+            history = learn([a, b], [None, latent], data, epochs=opts["epochs"], lr=opts["lr"], perm_lr=opts["perm_lr"],
                             steps_per_epoch=opts["steps_per_epoch"], sampler=opts["lambda_sampler"],
                             seed=opts["seed"], on_epoch=on_epoch, progress=opts["progress"])
             found = latent.project()
@@ -212,7 +213,7 @@ def align_many(models: list[nn.Module], method: str = "learned_matching", data=N
         latents = [LatentSymmetry(s, cfg.depth, cfg.width, cfg.num_heads, cfg.mlp_width, residual=opts["residual"],
                                   dtype=canon[0].params()["qk"].dtype, device=canon[0].params()["qk"].device)
                    for s in symmetries]
-        refine = learn(canon, latents, data, epochs=opts["epochs"], lr=opts["lr"],
+        refine = learn(canon, latents, data, epochs=opts["epochs"], lr=opts["lr"], perm_lr=opts["perm_lr"],
                        steps_per_epoch=opts["steps_per_epoch"], sampler="dirichlet", alpha=opts["alpha"],
                        seed=opts["seed"], progress=opts["progress"])
         history |= {f"refine_{k}": v for k, v in refine.items()}

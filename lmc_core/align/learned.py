@@ -10,6 +10,12 @@ Each aligned model m carries latent matrices: Z_O (residual), Z_H (heads, per la
   3. samples interpolation weights (λ ~ U(0.4, 0.6) by default for a pair; Dirichlet(α·1) for
      several models) and takes the cross-entropy of the interpolated canonical model on a batch;
   4. takes an Adam step on the Z's. The models' own weights never change.
+
+The hard permutation latents start one-hot (entries 0 and 1), and Adam moves each entry by
+about its learning rate per step, so at the orthogonal map's rate (1e-3) an assignment needs
+hundreds of steps to change and the permutations stay at their initialisation. They can have
+their own, larger rate (`perm_lr`); the study uses one for the permutation-only ablation
+(`profiles.AlignRecipe.lm_perm_lr`, with the measurements behind it).
 """
 
 from __future__ import annotations
@@ -105,19 +111,29 @@ class LatentSymmetry(nn.Module):
         heads, units = self._units(self.z_heads, True), self._units(self.z_mlp, True)
         return Symmetry(O.detach(), UnitMap(heads.detach(), heads.detach()), UnitMap(units.detach(), units.detach()))
 
+    def param_groups(self, lr: float, perm_lr: float) -> list[dict]:
+        """Adam parameter groups: hard permutation latents at `perm_lr`, the rest at `lr`."""
+        hard = self.relaxation == "hard"
+        perm = [self.z_heads, self.z_mlp] if hard else []
+        other = [self.z_heads, self.z_mlp] if not hard else []
+        (perm if self.residual == "permutation" else other).append(self.z_residual)
+        return [g for g in ({"params": perm, "lr": perm_lr}, {"params": other, "lr": lr}) if g["params"]]
+
 
 def learn(models: list[CanonicalTransformer], latents: list[LatentSymmetry | None], data: Iterable, *,
-          epochs: int, lr: float, steps_per_epoch: int | None = None, sampler: str = "uniform_0.4_0.6",
+          epochs: int, lr: float, perm_lr: float | None = None, steps_per_epoch: int | None = None,
+          sampler: str = "uniform_0.4_0.6",
           alpha: float = 0.1, seed: int = 0, on_epoch: Callable[[int, list[Symmetry | None]], dict] | None = None,
           progress: bool = True) -> dict[str, list]:
     """Optimise the latents so that interpolations of the aligned models have low loss.
-    `latents[m]` None keeps model m fixed (the reference). Returns the per-epoch history."""
+    `latents[m]` None keeps model m fixed (the reference); `perm_lr` (default `lr`) is the rate
+    of the hard permutation latents. Returns the per-epoch history."""
     config = models[0].config
     params = [{k: v.detach() for k, v in m.params().items()} for m in models]
-    trainable = [p for lat in latents if lat is not None for p in lat.parameters()]
-    if not trainable:
+    groups = [g for lat in latents if lat is not None for g in lat.param_groups(lr, perm_lr or lr)]
+    if not groups:
         raise ValueError("learned matching needs at least one model with latents")
-    optimizer = torch.optim.Adam(trainable, lr=lr)
+    optimizer = torch.optim.Adam(groups, lr=lr)
     rng = np.random.default_rng(seed)
     device = params[0]["qk"].device
     history: dict[str, list] = {"epoch": [], "train_loss": []}

@@ -8,7 +8,7 @@ The recipes are the paper's (SPEC Table 3), read from a profile:
   (the usual nanoGPT / timm practice; the paper does not say).
 - Learning rate per step: linear warmup then cosine decay to 0, or torch's one-cycle when the
   recipe says "onecycle" (warmup_epochs / epochs is its rising fraction).
-- ViT: random crop (padding ``recipe.pad``) and flip on the device (unless the recipe turns
+- ViT: random crop (padding ``recipe.pad``), flip and, for RGB, colour jitter on the device (unless the recipe turns
   augmentation off), a fresh seeded data order every epoch.
 - GPT-2: next-token loss on contiguous blocks, validation loss after every epoch, early
   stopping after ``patience`` epochs without improvement; the best epoch's weights are returned.

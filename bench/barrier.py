@@ -11,7 +11,9 @@ untied head. Data: random images / token blocks, already on the device.
 "Naive": for each λ, copy.deepcopy(model A), load_state_dict of lerp(θ_B, θ_A, λ), float32,
 a plain model forward per batch. "Engine vanilla": `barrier(raw A, raw B)` (interpolate raw,
 canonicalise each λ, one ensemble pass per batch). "Engine canonical": `barrier` on the
-canonical forms (canonicalised before timing, as aligned models are). The engine runs in bf16
+canonical forms (canonicalised before timing, as aligned models are). Both engine runs use the
+exact low-rank factors of the attention circuits; the "dense circuits" runs switch them off
+(full (d+1)-wide circuits), to show what the factors buy. The engine runs in bf16
 autocast on CUDA unless --fp32. Each method is warmed up on the first batch first; CUDA is
 synchronised around every timing. Prints seconds, speed-ups, the largest |Δ loss| against the
 naive loop (vanilla: over the whole path, which is the same path; canonical: at the two ends
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import os
 import platform
@@ -42,6 +45,7 @@ from lmc_core.barrier import barrier, lambda_grid  # noqa: E402
 from lmc_core.metrics import loss_and_correct, model_logits  # noqa: E402
 
 Batches = list[tuple[Tensor, Tensor | None]]
+barrier_module = importlib.import_module("lmc_core.barrier")  # the module (lmc_core.barrier is the function)
 
 
 def build(kind: str, seed: int) -> nn.Module:
@@ -101,6 +105,8 @@ def run(kind: str, args: argparse.Namespace, device: torch.device) -> dict:
         "naive": lambda d, g: naive(a, b, d, g),
         "vanilla": lambda d, g: barrier(a, b, d, g, autocast=autocast).losses,
         "canonical": lambda d, g: barrier(ca, cb, d, g, autocast=autocast).losses,
+        "vanilla_dense": lambda d, g: dense_circuits(lambda: barrier(a, b, d, g, autocast=autocast).losses),
+        "canonical_dense": lambda d, g: dense_circuits(lambda: barrier(ca, cb, d, g, autocast=autocast).losses),
     }
     out: dict = {}
     for name, fn in methods.items():
@@ -109,13 +115,26 @@ def run(kind: str, args: argparse.Namespace, device: torch.device) -> dict:
         out[name] = {"seconds": round(seconds, 3), "losses": losses}
     ref = out["naive"]["losses"]
     ends = [grid.index(0.0), grid.index(1.0)]
-    for name in ("vanilla", "canonical"):
+    for name in ("vanilla", "canonical", "vanilla_dense", "canonical_dense"):
         losses = out[name]["losses"]
         out[name]["speedup"] = round(out["naive"]["seconds"] / out[name]["seconds"], 3)
         out[name]["max_abs_dloss_ends"] = max(abs(losses[i] - ref[i]) for i in ends)
     # The vanilla path is the naive path; the canonical path is another path (SPEC section 1).
-    out["vanilla"]["max_abs_dloss_path"] = max(abs(x - y) for x, y in zip(out["vanilla"]["losses"], ref, strict=True))
+    for name in ("vanilla", "vanilla_dense"):
+        out[name]["max_abs_dloss_path"] = max(abs(x - y) for x, y in zip(out[name]["losses"], ref, strict=True))
+    out["canonical"]["max_abs_dloss_vs_dense"] = max(
+        abs(x - y) for x, y in zip(out["canonical"]["losses"], out["canonical_dense"]["losses"], strict=True))
     return out
+
+
+def dense_circuits(fn: Callable[[], list[float]]) -> list[float]:
+    """`fn` with the engine's low-rank circuit factors switched off (dense (d+1)-wide circuits)."""
+    saved = barrier_module.factor_circuits
+    barrier_module.factor_circuits = lambda *args, **kwargs: None
+    try:
+        return fn()
+    finally:
+        barrier_module.factor_circuits = saved
 
 
 def device_name(device: torch.device) -> str:
@@ -148,11 +167,13 @@ def main() -> None:
     for kind in args.models.split(","):
         r = run(kind, args, device)
         results[kind] = {k: {f: v for f, v in m.items() if f != "losses"} for k, m in r.items()}
-        v, c = r["vanilla"], r["canonical"]
+        v, c, vd, cd = r["vanilla"], r["canonical"], r["vanilla_dense"], r["canonical_dense"]
         print(f"{kind}: naive {r['naive']['seconds']:.2f} s | engine vanilla {v['seconds']:.2f} s "
-              f"({v['speedup']:.2f}x, max |Δ loss| path {v['max_abs_dloss_path']:.1e}, ends "
-              f"{v['max_abs_dloss_ends']:.1e}) | engine canonical {c['seconds']:.2f} s ({c['speedup']:.2f}x, "
-              f"max |Δ loss| ends {c['max_abs_dloss_ends']:.1e})  [engine {precision}, naive fp32]", flush=True)
+              f"({v['speedup']:.2f}x, max |Δ loss| path {v['max_abs_dloss_path']:.1e}) | engine canonical "
+              f"{c['seconds']:.2f} s ({c['speedup']:.2f}x, max |Δ loss| ends {c['max_abs_dloss_ends']:.1e}, "
+              f"vs dense {c['max_abs_dloss_vs_dense']:.1e}) | dense circuits: vanilla {vd['seconds']:.2f} s "
+              f"({vd['speedup']:.2f}x), canonical {cd['seconds']:.2f} s ({cd['speedup']:.2f}x)  "
+              f"[engine {precision}, naive fp32]", flush=True)
     print(json.dumps({
         "bench": "barrier", "device": device_name(device), "torch": torch.__version__, "commit": git_commit(),
         "batches": args.batches, "batch_size": args.batch_size, "lambdas": args.lambdas,

@@ -13,6 +13,12 @@ model; canonical models are interpolated in canonical form. Either way the E poi
 become one ensemble of canonical parameters with a leading axis E, and `canonical_forward`
 evaluates all of them in a single pass per batch (chunked to bound memory).
 
+Attention runs on exact low-rank factors of the circuits whenever they exist
+(`canonical.factor_circuits`): a raw model's QK and OV circuits have rank head_dim, a mix of M
+aligned models rank M · head_dim, against d + 1 for the dense circuits. That makes canonical
+attention cost about what M heads of the original cost (H/M times less than dense for 2
+models). Circuits of higher rank (semi-permutations, soft matching) fall back to dense.
+
 Every interpolation is a lerp, lerp(s, e, t) = s + t (e − s) (for t ≥ ½: e − (1 − t)(e − s),
 as `torch.lerp`), which is exact at t = 0 and t = 1 and when s = e. So a path's ends are the
 models bit for bit, and a model interpolated with itself is itself: its barrier is exactly 0.
@@ -31,7 +37,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .adapters import canonicalize
-from .canonical import CanonicalConfig, CanonicalTransformer, canonical_forward, check_compatible
+from .canonical import (
+    FACTOR_MAX_FILL,
+    CanonicalConfig,
+    CanonicalTransformer,
+    canonical_forward,
+    check_compatible,
+    factor_circuits,
+)
 from .metrics import autocast_context, loss_and_correct
 
 Batch = tuple[Tensor, Tensor | None]
@@ -148,7 +161,8 @@ def _ensemble_params(
                 if e == 0:
                     params[name] = value.new_empty((len(chains), *value.shape))
                 params[name][e] = value
-        return point.config, params, "raw"
+        # Each point is a raw model: its circuits have rank head_dim.
+        return point.config, params | (factor_circuits(params, _head_dim(point.config)) or {}), "raw"
     config, stacked = _stack([canonicalize(m) for m in models])  # (M, ...)
     weights = torch.tensor(chains, dtype=stacked["qk"].dtype, device=stacked["qk"].device)  # (E, M−1)
     params = {}
@@ -158,7 +172,52 @@ def _ensemble_params(
         for m in range(len(models) - 2, -1, -1):
             out = torch.lerp(out, value[m], weights[:, m].reshape(shape))
         params[name] = out.contiguous()
-    return config, params, "canonical"
+    return config, params | (_mixed_factors(stacked, chains, config) or {}), "canonical"
+
+
+def _head_dim(config: CanonicalConfig) -> int:
+    return config.width // config.num_heads
+
+
+def _chain_weights(chains: Sequence[Sequence[float]], num_models: int) -> Tensor:
+    """(E, M) explicit weights of the stick-breaking chains: w_m = t_m Π_{j<m} (1 − t_j), and the
+    last model takes what is left."""
+    weights = torch.zeros(len(chains), num_models, dtype=torch.float64)
+    for e, chain in enumerate(chains):
+        rest = 1.0
+        for m, t in enumerate(chain):
+            weights[e, m] = rest * t
+            rest *= 1.0 - t
+        weights[e, -1] = rest
+    return weights
+
+
+def _mixed_factors(stacked: Mapping[str, Tensor], chains: Sequence[Sequence[float]], config: CanonicalConfig
+                   ) -> dict[str, Tensor] | None:
+    """Factors of the mixed circuits Σ_m w_m C_m from each model's own (`factor_circuits` on the
+    M models, rank head_dim each): L = [w_1 L_1, …, w_M L_M], R = [R_1, …, R_M], rank M·head_dim.
+    None when the models are all equal (the dense path keeps a model mixed with itself exactly
+    itself), when that rank would not pay, or when a model's circuits are not of rank head_dim
+    (after a semi-permutation or soft matching, say)."""
+    num_models, size = stacked["qk"].shape[0], stacked["qk"].shape[-1]
+    if all(torch.equal(value[m], value[0]) for value in stacked.values() for m in range(1, num_models)):
+        return None
+    rank = _head_dim(config)
+    if num_models * rank >= FACTOR_MAX_FILL * size:
+        return None
+    own = factor_circuits(stacked, rank)
+    if own is None:
+        return None
+    weights = _chain_weights(chains, num_models).to(stacked["qk"])  # (E, M)
+    out = {}
+    for name, value in own.items():  # (M, L, H, rows, rank)
+        M, L, H, rows, r = value.shape
+        if name.endswith("_left"):  # member e: [w_e1 L_1, …, w_eM L_M]
+            mixed = torch.einsum("em,mlhar->elhamr", weights, value).reshape(len(chains), L, H, rows, M * r)
+        else:  # shared by every member
+            mixed = value.permute(1, 2, 3, 0, 4).reshape(L, H, rows, M * r).expand(len(chains), -1, -1, -1, -1)
+        out[name] = mixed
+    return out
 
 
 # -- the ensemble engine -------------------------------------------------------------------------
@@ -262,6 +321,7 @@ def evaluate_ensemble(
     if not models:
         raise ValueError("evaluate_ensemble: no models")
     config, params = _stack([canonicalize(m) for m in models])
+    params |= factor_circuits(params, _head_dim(config)) or {}
     return _ensemble_metrics(config, params, data, device=_device_of(models[0], device),
                              max_ensemble=max_ensemble, autocast=autocast, progress=progress)
 

@@ -163,6 +163,59 @@ def image_patches(images: Tensor, patch_size: int) -> Tensor:
     return x.reshape(B, (H // p) * (W // p), C * p * p)
 
 
+FACTOR_KEYS = ("qk_left", "qk_right", "ov_left", "ov_right")
+FACTOR_TOLERANCE = 1e-6  # largest relative (Frobenius) reconstruction error of a factored circuit
+FACTOR_MAX_FILL = 0.6  # factor only when the rank is below this fraction of d + 1: else no gain
+
+
+@torch.no_grad()
+def factor_circuits(params: Mapping[str, Tensor], rank: int, *, seed: int = 0) -> dict[str, Tensor] | None:
+    """Exact rank-`rank` factors of every QK and OV circuit (keys FACTOR_KEYS), or None when they
+    would not pay (rank ≥ FACTOR_MAX_FILL · (d+1)) or some circuit is not of rank `rank`.
+
+    A head of the original model has circuits of rank head_dim (bias row included), and a mix of
+    M models rank M · head_dim, far below d + 1. With QK = L_QK R_QKᵀ and OV = L_OV R_OVᵀ,
+    attention costs what a head of dimension `rank` costs instead of d + 1 (`canonical_forward`
+    uses the factors when `params` holds them). Found in float64 by a randomised range finder
+    with one power step: L spans C (Cᵀ C G) for a Gaussian G (d+1 × rank), orthonormalised by
+    Cholesky QR (twice; batched QR and eigh are slow on CPU); R = Cᵀ L. A circuit of lower rank
+    makes the Cholesky fail, one of higher rank fails the check of every circuit's relative
+    reconstruction error against FACTOR_TOLERANCE: both give None, and the dense circuits are
+    used. Deterministic (fixed `seed`): equal circuits get equal factors."""
+    qk, ov = params["qk"], params["ov"]
+    size = qk.shape[-1]
+    if rank < 1 or rank >= FACTOR_MAX_FILL * size:
+        return None
+    generator = torch.Generator(device=qk.device).manual_seed(seed)
+    probe = torch.randn(size, rank, generator=generator, dtype=torch.float64, device=qk.device)
+    out: dict[str, Tensor] = {}
+    for name, circuit in (("qk", qk), ("ov", ov)):
+        c = circuit.double()
+        c_t = c.transpose(-1, -2)
+        basis = _cholesky_qr(c @ probe[: c.shape[-1]])  # OV has d columns, QK d + 1
+        left = None if basis is None else _cholesky_qr(c @ (c_t @ basis))  # the power step
+        if left is None:
+            return None
+        right = c_t @ left
+        error = torch.linalg.matrix_norm(c - left @ right.transpose(-1, -2))
+        scale = torch.linalg.matrix_norm(c).clamp_min(torch.finfo(torch.float64).tiny)
+        if float((error / scale).max()) > FACTOR_TOLERANCE:
+            return None
+        out[f"{name}_left"], out[f"{name}_right"] = left.to(circuit.dtype), right.to(circuit.dtype)
+    return out
+
+
+def _cholesky_qr(y: Tensor) -> Tensor | None:
+    """Orthonormal columns spanning y's (batched) columns, by Cholesky QR applied twice; None
+    when y has fewer independent columns than it has columns (the Cholesky fails)."""
+    for _ in range(2):
+        lower, info = torch.linalg.cholesky_ex(y.transpose(-1, -2) @ y)
+        if bool((info != 0).any()):
+            return None
+        y = torch.linalg.solve_triangular(lower, y.transpose(-1, -2), upper=False).transpose(-1, -2)
+    return y
+
+
 def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inputs: Tensor,
                       record: dict | None = None) -> Tensor:
     """Logits of a canonical model, or of an ensemble of them.
@@ -172,12 +225,14 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
     are shared by the ensemble. Returns (B, K) / (B, T, K) logits, or (E, B, ...) for an ensemble.
     If `record` is a dict, it receives per layer the MLP hidden activations ("mlp", layer):
     (E, B, T, m) and the attention probabilities ("attn", layer): (E, B, H, T, T), for activation
-    matching (this computes attention explicitly, so it is slower).
+    matching (this computes attention explicitly, so it is slower). When `params` also holds the
+    circuits' factors (`factor_circuits`, keys FACTOR_KEYS), attention runs on them.
     """
     ensemble = params["qk"].dim() == 5
     p = params if ensemble else {k: v.unsqueeze(0) for k, v in params.items()}
     E = p["qk"].shape[0]
     c = config
+    factored = all(key in p for key in FACTOR_KEYS)
     if c.task == "image":
         if inputs.dim() != 4 or tuple(inputs.shape[1:]) != (c.in_chans, c.img_size, c.img_size):
             raise ValueError(
@@ -201,22 +256,29 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
     for layer in range(c.depth):
         n = rms_norm(h, c.eps) + p["norm1"][:, layer, None, None]
         aug = torch.cat([n, ones], dim=-1)  # x̃ = [x, 1]
-        q = torch.einsum("ebta,ehac->ebhtc", aug, p["qk"][:, layer])  # x̃ QK_i
-        kv = aug.unsqueeze(2).expand(E, B, c.num_heads, T, d + 1)  # keys and values are x̃ itself
+        if factored:  # scores x̃ L_QK (x̃ R_QK)ᵀ, values x̃ L_OV, output · R_OVᵀ
+            q = torch.einsum("ebta,ehak->ebhtk", aug, p["qk_left"][:, layer])
+            k = torch.einsum("ebta,ehak->ebhtk", aug, p["qk_right"][:, layer])
+            v = torch.einsum("ebta,ehak->ebhtk", aug, p["ov_left"][:, layer])
+            out_map = p["ov_right"][:, layer].transpose(-1, -2)  # (E, H, rank, d)
+        else:  # scores x̃ QK_i x̃ᵀ; keys and values are x̃ itself
+            q = torch.einsum("ebta,ehac->ebhtc", aug, p["qk"][:, layer])
+            k = v = aug.unsqueeze(2).expand(E, B, c.num_heads, T, d + 1)
+            out_map = p["ov"][:, layer]
         if record is None:
             z = F.scaled_dot_product_attention(
-                q.flatten(0, 1), kv.flatten(0, 1), kv.flatten(0, 1),
+                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
                 is_causal=c.causal, scale=c.attn_scales[layer],
-            ).unflatten(0, (E, B))  # softmax(scores) x̃, per head
+            ).unflatten(0, (E, B))  # softmax(scores) values, per head
         else:
-            scores = torch.einsum("ebhtc,ebsc->ebhts", q, aug) * c.attn_scales[layer]
+            scores = torch.einsum("ebhtc,ebhsc->ebhts", q, k) * c.attn_scales[layer]
             if c.causal:
                 mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
                 scores = scores.masked_fill(mask, float("-inf"))
             probs = scores.softmax(-1)
             record[("attn", layer)] = probs
-            z = torch.einsum("ebhts,ebsc->ebhtc", probs, aug)
-        h = h + torch.einsum("ebhta,ehad->ebtd", z, p["ov"][:, layer]) + p["attn_bias"][:, layer, None, None]
+            z = torch.einsum("ebhts,ebhsc->ebhtc", probs, v)
+        h = h + torch.einsum("ebhta,ehad->ebtd", z, out_map) + p["attn_bias"][:, layer, None, None]
         n = rms_norm(h, c.eps) + p["norm2"][:, layer, None, None]
         u = torch.einsum("ebtd,edm->ebtm", n, p["mlp_in"][:, layer]) + p["mlp_in_bias"][:, layer, None, None]
         u = activation(c.activation, u)

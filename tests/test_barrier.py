@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 from helpers import gpt2_ids, make_gpt2, make_vit, raw_logits, vit_images
 
+from lmc_core import SemiPermutation
 from lmc_core.adapters import canonicalize
 from lmc_core.barrier import (
     BarrierResult,
     SimplexResult,
+    _ensemble_params,
     barrier,
     evaluate_ensemble,
     interpolate,
@@ -24,7 +26,7 @@ from lmc_core.barrier import (
     simplex_barrier,
     simplex_counts,
 )
-from lmc_core.canonical import CanonicalTransformer
+from lmc_core.canonical import FACTOR_KEYS, CanonicalTransformer, canonical_forward, factor_circuits
 
 TOL = 1e-5
 ARCHS = ("vit", "gpt2")
@@ -242,3 +244,48 @@ def test_interpolate_rejects_different_models():
     a, b = make("gpt2", 0, tied=True), make("gpt2", 0, n_inner=40)
     with pytest.raises(ValueError, match=r"transformer\.h\.0\.mlp\.c_fc\.weight.*\(24, 96\) vs \(24, 40\)"):
         interpolate(a, b, 0.5)
+
+
+# -- attention on exact low-rank factors of the circuits ------------------------------------------
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_factored_attention_is_the_dense_attention(arch: str, dtype: torch.dtype) -> None:
+    """Width 32 with 4 heads: head_dim 8, so a pair mixes to rank 16 < 0.6 · 33 and is factored."""
+    a, b = (make(arch, seed, dtype, width=32, heads=4) for seed in (0, 1))
+    inputs = batches(arch, a, 1)[0][0]
+    chains = [[lam] for lam in lambda_grid(5)]
+    tol = 1e-9 if dtype == torch.float64 else 2e-5
+    for models, rank in (((a, b), 8), ((canonicalize(a), canonicalize(b)), 16)):  # raw space, canonical space
+        config, params, space = _ensemble_params(models, chains)
+        assert all(k in params for k in FACTOR_KEYS) and params["qk_left"].shape[-1] == rank, space
+        for name in ("qk", "ov"):  # L Rᵀ is the circuit
+            rebuilt = params[f"{name}_left"] @ params[f"{name}_right"].transpose(-1, -2)
+            assert (rebuilt - params[name]).abs().max() <= tol * params[name].abs().max()
+        dense = {k: v for k, v in params.items() if k not in FACTOR_KEYS}
+        with torch.no_grad():
+            want, got = canonical_forward(dense, config, inputs), canonical_forward(params, config, inputs)
+        assert (got - want).abs().max() <= tol * want.abs().max()
+    # and the whole path agrees with plain forwards of the interpolated raw models
+    r = barrier(a, b, batches(arch, a), lambdas=3)
+    for lam, loss in zip(r.lambdas, r.losses, strict=True):
+        assert abs(loss - plain_metrics(interpolate(a, b, lam), batches(arch, a))[0]) < (TOL if dtype == torch.float64 else 1e-4)
+
+
+def test_factors_only_where_they_are_exact_and_pay() -> None:
+    a, b = (canonicalize(make("gpt2", seed, width=32, heads=4)) for seed in (0, 1))
+    stacked = {k: torch.stack([a.params()[k].detach(), b.params()[k].detach()]) for k in a.params()}
+    assert factor_circuits(stacked, 8) is not None
+    assert factor_circuits(stacked, 7) is None  # rank 8 circuits do not fit rank 7
+    assert factor_circuits(stacked, 20) is None  # 20 ≥ 0.6 · 33: no gain
+    dense = {k: v.detach().clone() for k, v in stacked.items()}
+    dense["qk"] = torch.randn_like(dense["qk"])  # full-rank circuits
+    assert factor_circuits(dense, 8) is None
+    # a model mixed with itself stays dense, so it is exactly itself along the path
+    _, params, _ = _ensemble_params([a, a], [[0.3], [0.5]])
+    assert not any(k in params for k in FACTOR_KEYS)
+    # twice the heads by copying (a semi-permutation): head_dim 4 is below the circuits' rank 8
+    wide = SemiPermutation.random(a.config, num_heads=8, generator=torch.Generator().manual_seed(0)).apply(a)
+    _, params, _ = _ensemble_params([wide, wide.with_params(
+        {k: v.detach() * 1.01 for k, v in wide.params().items()})], [[0.5]])
+    assert not any(k in params for k in FACTOR_KEYS)

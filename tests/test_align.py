@@ -188,7 +188,7 @@ def test_learned_matching_beats_weight_matching_on_independent_models() -> None:
     test = [(_markov_batch(g, 64, 32), None)]
     vanilla = barrier(a, b, test).loss_barrier
     wm = align(a, b, "weight_matching", iterations=5)
-    lm = align(a, b, "learned_matching", data=train, iterations=5, epochs=2, lr=1e-2)
+    lm = align(a, b, "learned_matching", data=train, iterations=5, epochs=2, lr=1e-2, eval_data=test)
     wm_barrier = barrier(wm.model_a, wm.model_b, test).loss_barrier
     lm_barrier = barrier(lm.model_a, lm.model_b, test).loss_barrier
     assert vanilla > wm_barrier > lm_barrier
@@ -196,6 +196,7 @@ def test_learned_matching_beats_weight_matching_on_independent_models() -> None:
     # Learned matching moves only along symmetries: B keeps its function exactly.
     assert (lm.model_b(test[0][0]) - canonicalize(b)(test[0][0])).abs().max() < 1e-4
     assert lm.history["epoch"] == [0, 1, 2] and len(lm.history["train_barrier"]) == 3
+    assert lm.history["test_barrier"][-1] == pytest.approx(lm_barrier, abs=1e-6)  # the same test data
 
 
 def test_permutation_latents_move_at_their_own_rate() -> None:

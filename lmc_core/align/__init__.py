@@ -39,7 +39,7 @@ OPTIONS: dict[str, Any] = {
     "lr": 1e-3,  # the orthogonal map's latent (and soft matching's)
     "perm_lr": None,  # hard permutation latents (None: lr); they start one-hot, see align.learned
     "seed": 0,
-    "eval_data": None,  # test batches: barrier after every WM iteration / LM epoch
+    "eval_data": None,  # test batches: train/test barrier after every WM iteration / LM epoch (history)
     "train_eval_batches": 4,  # batches of `data` for the train barrier in the LM history
     "lambdas": 11,
     "samples": 1024,  # activation-matching items
@@ -177,17 +177,18 @@ def align(model_a: nn.Module, model_b: nn.Module, method: str = "weight_matching
 
 
 def _epoch_evaluator(a: CanonicalTransformer, b: CanonicalTransformer, data, eval_data, opts):
-    """Train/test barrier of the current projection after every epoch (when there is data)."""
+    """Train and test barrier of the current projection after every epoch, only when test data
+    were given (`eval_data`): on a small run these evaluations cost more than the learning."""
+    if eval_data is None:
+        return None
     train_subset = _first_batches(data, opts["train_eval_batches"])
     from ..barrier import barrier
 
     def on_epoch(epoch: int, symmetries: list[Symmetry | None]) -> dict:
         aligned = symmetries[1].apply(b)
-        out = {"train_barrier": barrier(a, aligned, train_subset, lambdas=opts["lambdas"]).loss_barrier}
-        if eval_data is not None:
-            result = barrier(a, aligned, eval_data, lambdas=opts["lambdas"])
-            out |= {"test_barrier": result.loss_barrier, "test_loss_mid": result.losses[len(result.losses) // 2]}
-        return out
+        result = barrier(a, aligned, eval_data, lambdas=opts["lambdas"])
+        return {"train_barrier": barrier(a, aligned, train_subset, lambdas=opts["lambdas"]).loss_barrier,
+                "test_barrier": result.loss_barrier, "test_loss_mid": result.losses[len(result.losses) // 2]}
     return on_epoch
 
 

@@ -166,6 +166,7 @@ def image_patches(images: Tensor, patch_size: int) -> Tensor:
 FACTOR_KEYS = ("qk_left", "qk_right", "ov_left", "ov_right")
 FACTOR_TOLERANCE = 1e-6  # largest relative (Frobenius) reconstruction error of a factored circuit
 FACTOR_MAX_FILL = 0.6  # factor only when the rank is below this fraction of d + 1: else no gain
+FACTOR_SLICE_BYTES = 2**28  # float64 circuits factored at once (bounds the temporaries, ~5x this)
 
 
 @torch.no_grad()
@@ -190,19 +191,34 @@ def factor_circuits(params: Mapping[str, Tensor], rank: int, *, seed: int = 0) -
     probe = torch.randn(size, rank, generator=generator, dtype=torch.float64, device=qk.device)
     out: dict[str, Tensor] = {}
     for name, circuit in (("qk", qk), ("ov", ov)):
-        c = circuit.double()
-        c_t = c.transpose(-1, -2)
-        basis = _cholesky_qr(c @ probe[: c.shape[-1]])  # OV has d columns, QK d + 1
-        left = None if basis is None else _cholesky_qr(c @ (c_t @ basis))  # the power step
-        if left is None:
+        # In slices of the leading (ensemble) axis: the float64 temporaries of a 231-point simplex
+        # of 256-wide models would take ~18 GB at once.
+        flat = circuit.reshape(-1, *circuit.shape[-2:])
+        step = max(1, FACTOR_SLICE_BYTES // (8 * flat[0].numel()))
+        parts = [_factor_slice(flat[i:i + step], probe[: circuit.shape[-1]]) for i in range(0, len(flat), step)]
+        if any(part is None for part in parts):
             return None
-        right = c_t @ left
-        error = torch.linalg.matrix_norm(c - left @ right.transpose(-1, -2))
-        scale = torch.linalg.matrix_norm(c).clamp_min(torch.finfo(torch.float64).tiny)
-        if float((error / scale).max()) > FACTOR_TOLERANCE:
-            return None
-        out[f"{name}_left"], out[f"{name}_right"] = left.to(circuit.dtype), right.to(circuit.dtype)
+        for side, index in (("left", 0), ("right", 1)):
+            factor = torch.cat([part[index] for part in parts])
+            out[f"{name}_{side}"] = factor.reshape(*circuit.shape[:-1], rank).to(circuit.dtype) if side == "left" \
+                else factor.reshape(*circuit.shape[:-2], circuit.shape[-1], rank).to(circuit.dtype)
     return out
+
+
+def _factor_slice(circuit: Tensor, probe: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(L, R) with circuit = L Rᵀ for a stack of circuits (see `factor_circuits`), or None."""
+    c = circuit.double()
+    c_t = c.transpose(-1, -2)
+    basis = _cholesky_qr(c @ probe)  # OV has d columns, QK d + 1
+    left = None if basis is None else _cholesky_qr(c @ (c_t @ basis))  # the power step
+    if left is None:
+        return None
+    right = c_t @ left
+    error = torch.linalg.matrix_norm(c - left @ right.transpose(-1, -2))
+    scale = torch.linalg.matrix_norm(c).clamp_min(torch.finfo(torch.float64).tiny)
+    if float((error / scale).max()) > FACTOR_TOLERANCE:
+        return None
+    return left, right
 
 
 def _cholesky_qr(y: Tensor) -> Tensor | None:

@@ -289,3 +289,17 @@ def test_factors_only_where_they_are_exact_and_pay() -> None:
     _, params, _ = _ensemble_params([wide, wide.with_params(
         {k: v.detach() * 1.01 for k, v in wide.params().items()})], [[0.5]])
     assert not any(k in params for k in FACTOR_KEYS)
+
+
+def test_factoring_in_slices_gives_the_same_factors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmc_core.canonical as canonical
+
+    a, b = (canonicalize(make("vit", seed, width=32, heads=4)) for seed in (0, 1))
+    stacked = {k: torch.stack([a.params()[k].detach(), b.params()[k].detach()]) for k in a.params()}
+    whole = factor_circuits(stacked, 8)
+    monkeypatch.setattr(canonical, "FACTOR_SLICE_BYTES", 3 * 8 * 33 * 33)  # three circuits a slice
+    sliced = factor_circuits(stacked, 8)
+    assert whole.keys() == sliced.keys() == set(FACTOR_KEYS)
+    for key in FACTOR_KEYS:
+        assert whole[key].shape == sliced[key].shape
+        assert torch.allclose(whole[key], sliced[key], rtol=0, atol=1e-12)

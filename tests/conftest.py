@@ -12,3 +12,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LMC_DATA_DIR", str(Path(__file__).resolve().parents[1] / ".data"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--torch-threads", type=int, default=None,
+                     help="torch.set_num_threads(N) for the whole run: CI runs the suite once more on "
+                          "one thread, so no result may depend on how work is split across threads")
+
+
+def pytest_configure(config):
+    threads = config.getoption("--torch-threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -6,6 +6,8 @@ then a float64 cross-entropy, one model at a time.
 
 from __future__ import annotations
 
+import copy
+import importlib
 import json
 
 import pytest
@@ -29,6 +31,7 @@ from lmc_core.barrier import (
 from lmc_core.canonical import FACTOR_KEYS, CanonicalTransformer, canonical_forward, factor_circuits
 
 TOL = 1e-5
+barrier_module = importlib.import_module("lmc_core.barrier")  # the package exports a function of that name
 ARCHS = ("vit", "gpt2")
 
 
@@ -48,18 +51,47 @@ def batches(arch: str, model: torch.nn.Module, n: int = 2) -> list[tuple[torch.T
     return out
 
 
+# Above the engine's logit error (fp64 ~1e-12, fp32 ~1e-6); random logits rarely come this
+# close, so the accuracy checks stay strict.
+TIE_MARGIN = 1e-4
+
+
+def _flat_logits(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None):
+    logits = raw_logits(model, inputs).double()
+    if targets is None:
+        logits, targets = logits[:, :-1], inputs[:, 1:]
+    return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+
+
 def plain_metrics(model: torch.nn.Module, data) -> tuple[float, float]:
     """Mean cross-entropy and accuracy from the model's own forward, in float64."""
     loss = correct = count = 0.0
     for inputs, targets in data:
-        logits = raw_logits(model, inputs).double()
-        if targets is None:
-            logits, targets = logits[:, :-1], inputs[:, 1:]
-        logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        logits, targets = _flat_logits(model, inputs, targets)
         loss += F.cross_entropy(logits, targets, reduction="sum").item()
         correct += (logits.argmax(-1) == targets).sum().item()
         count += targets.numel()
     return loss / count, correct / count
+
+
+def near_ties(model: torch.nn.Module, data) -> float:
+    """Fraction of items whose two largest reference logits lie within TIE_MARGIN: only there may
+    another (batched, differently rounded) forward pick another argmax."""
+    ties = count = 0
+    for inputs, targets in data:
+        logits, targets = _flat_logits(model, inputs, targets)
+        top = logits.topk(2, dim=-1).values
+        ties += int((top[:, 0] - top[:, 1] < TIE_MARGIN).sum())
+        count += targets.numel()
+    return ties / count
+
+
+def assert_same_metrics(loss: float, acc: float, model: torch.nn.Module, data) -> None:
+    """The engine's loss within TOL of the model's own forward; its accuracy equal up to the items
+    on a near-tie (accuracy is an argmax, so it is exact only away from ties)."""
+    ref_loss, ref_acc = plain_metrics(model, data)
+    assert abs(loss - ref_loss) < TOL
+    assert abs(acc - ref_acc) <= near_ties(model, data) + 1e-12
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -83,12 +115,32 @@ def test_self_barrier_is_exactly_zero(arch, space):
         assert r.loss_barrier == 0.0 and r.acc_barrier == 0.0
 
 
+def test_identical_points_share_one_evaluation(monkeypatch, pair):
+    """Equality of losses never rests on a batched forward rounding every member alike: a model
+    joined with an identical copy is one point, and a λ listed twice is evaluated once."""
+    arch, a, b, data = pair
+    sizes = []
+    real = barrier_module._ensemble_metrics
+
+    def counting(config, params, data, **kwargs):
+        sizes.append(params["qk"].shape[0])
+        return real(config, params, data, **kwargs)
+
+    monkeypatch.setattr(barrier_module, "_ensemble_metrics", counting)
+    for x, y in ((a, copy.deepcopy(a)), (canonicalize(a), canonicalize(copy.deepcopy(a)))):
+        r = barrier(x, y, data, 11)
+        assert sizes.pop() == 1 and r.loss_excess == [0.0] * 11 and r.loss_barrier == 0.0
+    r = barrier(a, b, data, [0.0, 0.5, 0.5, 1.0])
+    assert sizes.pop() == 3 and r.losses[1] == r.losses[2] and r.losses[0] != r.losses[1]
+    s = simplex_barrier([a, copy.deepcopy(a), a], data, resolution=2)
+    assert sizes.pop() == 1 and set(s.deviation) == {0.0}
+
+
 def test_endpoints_and_nonnegative_barrier(pair):
     arch, a, b, data = pair
     r = barrier(a, b, data)
     for model, loss, acc in ((a, r.loss_a, r.acc_a), (b, r.loss_b, r.acc_b)):
-        ref_loss, ref_acc = plain_metrics(model, data)
-        assert abs(loss - ref_loss) < TOL and acc == ref_acc
+        assert_same_metrics(loss, acc, model, data)
     assert r.losses[-1] == r.loss_a and r.losses[0] == r.loss_b
     assert r.loss_excess[0] == 0.0 and r.loss_excess[-1] == 0.0
     assert r.acc_excess[0] == 0.0 and r.acc_excess[-1] == 0.0
@@ -104,8 +156,7 @@ def test_vanilla_path_equals_interpolated_raw_model(pair):
     for i, lam in ((1, 0.3), (2, 0.5)):
         mid = interpolate(a, b, lam)
         assert type(mid) is type(a)
-        ref_loss, ref_acc = plain_metrics(mid, data)
-        assert abs(r.losses[i] - ref_loss) < TOL and r.accuracies[i] == ref_acc
+        assert_same_metrics(r.losses[i], r.accuracies[i], mid, data)
 
 
 def test_canonical_path_equals_interpolate_then_forward(pair):
@@ -116,8 +167,7 @@ def test_canonical_path_equals_interpolate_then_forward(pair):
     for i, lam in ((1, 0.25), (2, 0.7)):
         mid = interpolate(ca, cb, lam)
         assert isinstance(mid, CanonicalTransformer)
-        ref_loss, ref_acc = plain_metrics(mid, data)
-        assert abs(r.losses[i] - ref_loss) < TOL and r.accuracies[i] == ref_acc
+        assert_same_metrics(r.losses[i], r.accuracies[i], mid, data)
     assert not torch.allclose(interpolate(a, b, 0.5).state_dict()[next(iter(a.state_dict()))],
                               a.state_dict()[next(iter(a.state_dict()))])
     # mixing a raw and a canonical model canonicalises the raw one
@@ -130,8 +180,7 @@ def test_ensemble_equals_per_lambda_loop(pair):
     for max_ensemble in (None, 4):
         r = barrier(a, b, data, 6, max_ensemble=max_ensemble)
         for lam, loss, acc in zip(r.lambdas, r.losses, r.accuracies, strict=True):
-            ref_loss, ref_acc = plain_metrics(interpolate(a, b, lam), data)
-            assert abs(loss - ref_loss) < TOL and acc == ref_acc
+            assert_same_metrics(loss, acc, interpolate(a, b, lam), data)
 
 
 def test_interpolate_raw_is_exact_at_ends_and_with_itself():
@@ -173,7 +222,10 @@ def test_data_as_pair_list_and_generator(pair):
     many = barrier(a, b, data, 5)
     gen = barrier(a, b, (d for d in data), 5, progress=True)
     assert max(abs(p - q) for p, q in zip(one.losses, many.losses, strict=True)) < 1e-6
-    assert one.accuracies == many.accuracies and gen.losses == many.losses
+    # one batch of 2n items vs n batches: other shapes, other rounding; accuracy up to near-ties
+    for lam, acc_one, acc_many in zip(many.lambdas, one.accuracies, many.accuracies, strict=True):
+        assert abs(acc_one - acc_many) <= near_ties(interpolate(a, b, lam), data) + 1e-12
+    assert gen.losses == many.losses  # the same batches in the same order: the same computation
 
 
 def test_language_modelling_targets_none():
@@ -204,7 +256,9 @@ def test_simplex_corners_and_two_model_case(pair, canonical):
     two = simplex_barrier(models[:2], data, resolution=5)
     path = barrier(models[0], models[1], data, 6)
     assert [w[0] for w in two.weights] == path.lambdas[::-1]
-    assert two.losses == path.losses[::-1] and two.deviation == path.loss_excess[::-1]
+    # the same points at other ensemble positions: equal up to batched rounding (fp64 models)
+    assert max(abs(x - y) for x, y in zip(two.losses, path.losses[::-1], strict=True)) < 1e-9
+    assert max(abs(x - y) for x, y in zip(two.deviation, path.loss_excess[::-1], strict=True)) < 1e-9
 
 
 def test_simplex_of_identical_models_is_zero():
@@ -218,8 +272,7 @@ def test_evaluate_ensemble_matches_plain(pair):
     arch, a, b, data = pair
     losses, accs = evaluate_ensemble([a, canonicalize(b)], data)
     for model, loss, acc in zip((a, b), losses, accs, strict=True):
-        ref_loss, ref_acc = plain_metrics(model, data)
-        assert abs(loss - ref_loss) < TOL and acc == ref_acc
+        assert_same_metrics(loss, acc, model, data)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -29,9 +29,11 @@ import importlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -143,6 +145,19 @@ def device_name(device: torch.device) -> str:
     return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Atomically: a half-written record never replaces a good one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def git_commit() -> str:
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
@@ -159,6 +174,7 @@ def main() -> None:
     parser.add_argument("--lambdas", type=int, default=11)
     parser.add_argument("--models", default="vit,gpt2", help="comma-separated: vit, gpt2")
     parser.add_argument("--fp32", action="store_true", help="engine without bf16 autocast on CUDA")
+    parser.add_argument("--out", type=Path, help="also write the JSON record here (the book shows bench/results/)")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -174,12 +190,15 @@ def main() -> None:
               f"vs dense {c['max_abs_dloss_vs_dense']:.1e}) | dense circuits: vanilla {vd['seconds']:.2f} s "
               f"({vd['speedup']:.2f}x), canonical {cd['seconds']:.2f} s ({cd['speedup']:.2f}x)  "
               f"[engine {precision}, naive fp32]", flush=True)
-    print(json.dumps({
+    record = {
         "bench": "barrier", "device": device_name(device), "torch": torch.__version__, "commit": git_commit(),
         "batches": args.batches, "batch_size": args.batch_size, "lambdas": args.lambdas,
         "engine_precision": precision, "weights": "random", "load_average": os.getloadavg(),
-        "results": results,
-    }))
+        "peak_rss_mib": peak_rss_mib(), "results": results,
+    }
+    print(json.dumps(record))
+    if args.out:
+        write_record(args.out, record)
 
 
 if __name__ == "__main__":

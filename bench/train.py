@@ -16,9 +16,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     parser.add_argument("--kind", choices=["vit", "gpt2", "both"], default="both")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--out", type=Path, help="also write the JSON record here (the book shows bench/results/)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -124,7 +127,13 @@ def main() -> None:
               f"ratio {a / b:5.2f}x")
         result[kind] = {"unit": unit, "ours": round(a, 1), "plain": round(b, 1),
                         "ratio": round(a / b, 3)}
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
+    if args.out:  # atomically: a half-written record never replaces a good one
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, args.out)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,92 @@ SHORT = {"vanilla": "vanilla", "activation_matching": "AM", "weight_matching": "
 ZERO_BARRIER = 0.05  # a loss barrier at most this large counts as "about zero" (paper: ≤ 0.02 on four columns)
 
 
+PAPER_URL = "https://arxiv.org/abs/2506.22712"
+OPENREVIEW_URL = "https://openreview.net/forum?id=KurYdcCbjv"
+
+# The paper's Table 3 (SPEC section 5): the recipes of its ViT (CIFAR) and GPT-2 (Tiny
+# Shakespeare) models, as it states them; the paper does not state its hardware.
+TABLE3: dict[str, dict[str, str]] = {
+    "vit": {
+        "data": "CIFAR-10 / CIFAR-100", "layers / heads / width / MLP": "6 / 8 / 256 / 512",
+        "patch or context": "patch 4×4", "training data": "all", "epochs": "150",
+        "batch": "128", "optimiser": "AdamW", "learning rate": "3e-4", "weight decay": "1e-3",
+        "schedule": "cosine", "regularisation": "crop (pad 4), flip, colour jitter",
+        "hardware": "not stated",
+    },
+    "gpt2": {
+        "data": "Tiny Shakespeare, GPT-2 BPE", "layers / heads / width / MLP": "6 / 4 / 256 / 1024",
+        "patch or context": "context 256", "training data": "all", "epochs": "≤ 100, early stopping",
+        "batch": "32", "optimiser": "AdamW", "learning rate": "3e-4", "weight decay": "0.01",
+        "schedule": "warmup", "regularisation": "dropout 0.1", "hardware": "not stated",
+    },
+}
+PROFILE_HARDWARE = {"smoke": "2 CPU cores", "full": "one GPU (calibrated on an H100)",
+                    "paper": "one GPU"}
+
+
+def _sci(x: float) -> str:
+    """3e-4, not 0.0003: the paper's notation."""
+    mantissa, exponent = f"{x:.3e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}" if x < 0.01 else f"{x:g}"
+
+
+def _recipe_settings(kind: str, profile: Any) -> dict[str, str]:
+    """A profile's recipe in the rows of TABLE3."""
+    hardware = PROFILE_HARDWARE.get(profile.name, profile.device)
+    if kind == "vit":
+        v = profile.vit
+        return {
+            "data": v.dataset, "layers / heads / width / MLP": f"{v.depth} / {v.num_heads} / {v.embed_dim} / {v.mlp_dim}",
+            "patch or context": f"patch {v.patch_size}×{v.patch_size}",
+            "training data": f"{v.train_subset:,} images" if v.train_subset else "all",
+            "epochs": str(v.epochs), "batch": str(v.batch_size), "optimiser": "AdamW",
+            "learning rate": _sci(v.lr), "weight decay": _sci(v.weight_decay),
+            "schedule": f"{v.schedule}, warmup {v.warmup_epochs:g} epochs",
+            "regularisation": f"crop (pad {v.pad}), flip" if v.augment else "none",
+            "hardware": hardware,
+        }
+    g = profile.gpt2
+    return {
+        "data": f"{g.corpus}, {'GPT-2 BPE' if g.tokenizer == 'gpt2' else g.tokenizer}",
+        "layers / heads / width / MLP": f"{g.n_layer} / {g.n_head} / {g.n_embd} / {g.n_inner}",
+        "patch or context": f"context {g.block_size}",
+        "training data": f"{g.train_blocks:,} blocks" if g.train_blocks else "all",
+        "epochs": f"≤ {g.max_epochs}, early stopping (patience {g.patience})",
+        "batch": str(g.batch_size), "optimiser": "AdamW", "learning rate": _sci(g.lr),
+        "weight decay": _sci(g.weight_decay), "schedule": f"warmup {g.warmup_steps} steps, cosine",
+        "regularisation": f"dropout {g.dropout:g}" if g.dropout else "none", "hardware": hardware,
+    }
+
+
+def table3_rows(kind: str, profiles: Iterable[Any]) -> list[dict[str, str]]:
+    """The paper's Table 3 recipe of `kind` ("vit" or "gpt2") next to each profile's, one row a
+    setting (the `paper` profile is Table 3 itself and is left out)."""
+    ours = {p.name: _recipe_settings(kind, p) for p in profiles if p.name != "paper"}
+    return [{"setting": key, "paper (Table 3)": value, **{name: s[key] for name, s in ours.items()}}
+            for key, value in TABLE3[kind].items()]
+
+
+def measurement_rows(profiles: Iterable[Any]) -> list[dict[str, str]]:
+    """What each profile measures (test set, alignment budgets, how many models), one row a
+    setting and one column a profile."""
+    def settings(p: Any) -> dict[str, str]:
+        e, a, x = p.eval, p.align, p.experiment
+        return {
+            "test set": f"{e.test_images or 'all'} images, {e.test_blocks or 'all'} blocks",
+            "weight matching": f"{a.wm_iterations} iterations",
+            "learned matching": f"{a.lm_epochs} epoch(s)"
+                                + (f" × {a.lm_steps_per_epoch} steps" if a.lm_steps_per_epoch else "")
+                                + f", λ ~ {a.lambda_sampler}",
+            "pairs / models in the simplex": f"{x.n_pairs} / {x.n_multi}",
+            "widths (Fig. 3c)": f"{x.hetero_wide} vs " + ", ".join(map(str, x.hetero_narrow)),
+            "λ grid": f"{x.lambdas} points",
+        }
+    cols = {p.name: settings(p) for p in profiles}
+    first = next(iter(cols.values()))
+    return [{"setting": key, **{name: s[key] for name, s in cols.items()}} for key in first]
+
+
 def paper_table(columns: Sequence[str] | None = None, digits: int = 2) -> list[dict[str, Any]]:
     """Table 2 as rows (one per method) with a "mean ± s.e." string per column."""
     columns = list(columns or COLUMNS)
@@ -197,11 +283,13 @@ class Comparison:
                 return "—"
             return f"{mean:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
 
+        paper_digits = 2  # the paper's own precision, whatever ours
         return {"model": "ViT" if self.kind == "vit" else "GPT-2", "dataset": self.dataset, "method": self.method,
                 "label": METHOD_LABELS.get(self.method, self.method), "n": self.n,
                 "ours": fmt(self.loss_barrier, self.loss_barrier_se),
                 "paper_column": COLUMNS[self.paper_column]["label"] if self.paper_column else "—",
-                "paper": fmt(self.paper_loss_barrier, self.paper_loss_barrier_se),
+                "paper": f"{self.paper_loss_barrier:.{paper_digits}f} ± {self.paper_loss_barrier_se:.{paper_digits}f}"
+                if self.paper_loss_barrier is not None else "—",
                 "ours_mean": self.loss_barrier, "paper_mean": self.paper_loss_barrier,
                 "acc_barrier": self.acc_barrier}
 

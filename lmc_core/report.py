@@ -362,12 +362,15 @@ def format_mean_se(mean: float | None, se: float | None, digits: int = 2) -> str
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], metric: str | Sequence[str] = "loss_barrier",
-              *, by: str = "method", digits: int = 2) -> list[dict[str, Any]]:
+              *, by: str = "method", digits: int = 2,
+              scale: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Group ``rows`` by method (METHODS order, then others) with mean ± s.e. and n.
 
     Each summary row has ``method``, ``label`` (the method's display name), ``n`` and, per
     metric m: ``m`` (the string "mean ± se"), ``m_mean`` and ``m_se``; with a single metric also
     ``mean`` and ``se``. Rows without the metric (or with None) are left out of its numbers.
+    ``scale`` multiplies a metric's values first: ``{"acc_barrier": 100}`` gives the accuracy
+    barrier in percentage points, the book's one convention for accuracies.
     """
     metrics = [metric] if isinstance(metric, str) else list(metric)
     groups: dict[str, list[Mapping[str, Any]]] = {}
@@ -380,7 +383,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], metric: str | Sequence[str] = "
         group = groups[key]
         s: dict[str, Any] = {by: key, "label": METHOD_LABELS.get(key, str(key)), "n": len(group)}
         for m in metrics:
-            values = [float(r[m]) for r in group if r.get(m) is not None]
+            values = [float(r[m]) * (scale or {}).get(m, 1.0) for r in group if r.get(m) is not None]
             mean, se = mean_se(values) if values else (None, None)
             s[f"{m}_mean"], s[f"{m}_se"] = mean, se
             s[m] = format_mean_se(mean, se, digits)
@@ -395,6 +398,27 @@ HEADERS = {
     "acc_barrier": "accuracy barrier", "loss_a": "loss A", "loss_b": "loss B",
     "acc_a": "accuracy A", "acc_b": "accuracy B", "mean": "mean", "se": "s.e.",
 }
+
+
+def benchmark_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The table of one bench/results record (bench/barrier.py or bench/train.py --out): one
+    row per model, seconds and speed-ups against the baseline measured in the same run."""
+    if record.get("bench") == "barrier":
+        data = f"{record['batches']} × {record['batch_size']}, {record['lambdas']} λ"
+        rows = []
+        for kind, r in record["results"].items():
+            def timed(name: str, r: Mapping[str, Any] = r) -> str:
+                return f"{r[name]['seconds']:.2f} s ({r[name]['speedup']:.2f}x)"
+            rows.append({"model": "ViT" if kind == "vit" else "GPT-2", "data": data,
+                         "naive loop": f"{r['naive']['seconds']:.2f} s", "engine, vanilla": timed("vanilla"),
+                         "engine, canonical": timed("canonical"),
+                         "max |Δ loss| vs naive": r["vanilla"]["max_abs_dloss_path"]})
+        return rows
+    return [{"model": "ViT" if kind == "vit" else "GPT-2", "profile": record.get("profile"),
+             "ours": f"{record[kind]['ours']:,.0f} {record[kind]['unit']}",
+             "plain PyTorch loop": f"{record[kind]['plain']:,.0f} {record[kind]['unit']}",
+             "ratio": f"{record[kind]['ratio']:.2f}x"}
+            for kind in ("vit", "gpt2") if kind in record]
 
 
 def _cell(value: Any, floatfmt: str) -> str:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Build the Jupyter Book (1.x, Sphinx) from the executed notebooks under book/runs/.
 
-    python scripts/build_book.py            # HTML: book/_build/html/index.html
-    python scripts/build_book.py --pdf      # PDF through LaTeX (needs a TeX installation)
+    python scripts/build_book.py            # HTML: book/_build/html/index.html, and its PDF
+    python scripts/build_book.py --no-pdf   # HTML only
 
 For every notebook in notebooks/ the book renders ``runs/full/<name>/<name>.ipynb`` when that
 run exists (the full runs are committed), else ``runs/smoke/<name>/<name>.ipynb``; a notebook with
@@ -10,7 +10,9 @@ neither is left out with a warning. ``_toc.yml`` and the first page ``intro.md``
 the first page says which runs are rendered (profile, device, commit, from each results.json)
 and warns when smoke runs are shown. Nothing is executed at build time (execute_notebooks:
 "off"); warnings are errors (-W -n --keep-going); MathJax is served from ``_static`` (see
-book_assets.py) and the HTML is checked for assets fetched from the web at view time.
+book_assets.py) and the HTML is checked for assets fetched from the web at view time. Then
+Chromium prints the pages into one PDF, ``lmc-book.pdf`` beside index.html (book_pdf.py), which
+the first page links to.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ PROFILE_PREFERENCE = ("full", "smoke")
 sys.path.insert(0, str(SCRIPTS))
 
 from book_assets import ensure_mathjax  # noqa: E402
+from book_pdf import PDF_NAME, build_pdf  # noqa: E402
 from check_book import external_assets  # noqa: E402
 from run_notebooks import STAMP_FILE, stamp_digest  # noqa: E402
 
@@ -41,7 +43,8 @@ INTRO = """\
 # Generalized Linear Mode Connectivity for Transformers
 
 This book reproduces and extends *Generalized Linear Mode Connectivity for Transformers*
-(Theus, Cabodi, Anagnostidis, Orvieto, Singh, Boeva; NeurIPS 2025; arXiv 2506.22712).
+(Theus, Cabodi, Anagnostidis, Orvieto, Singh, Boeva; NeurIPS 2025;
+[arXiv 2506.22712](https://arxiv.org/abs/2506.22712); the authors' code is linked from that page).
 Two independently trained Transformers usually sit in different basins: averaging their weights
 gives a model far worse than either (a *loss barrier*). The paper removes the barrier by
 aligning one model to the other under the symmetries of the architecture — permutations,
@@ -52,6 +55,8 @@ Every chapter is a notebook executed with [papermill](https://papermill.readthed
 `scripts/run_notebooks.py`; its numbers, tables and figures come from that run's
 `results.json`, saved beside the executed notebook. Each chapter ends with a provenance line
 (dataset, profile, device, commit, torch version, wall time).
+
+<a href="{pdf}">Download the whole book as one PDF</a> (printed from these pages).
 """
 
 
@@ -63,6 +68,7 @@ class Chapter:
     title: str
     results: dict[str, Any]
     stale: bool
+    stamp: dict[str, Any]  # run_notebooks.py's stamp.json: the whole run's wall time, finish time
 
 
 def notebook_title(path: Path) -> str:
@@ -86,6 +92,13 @@ def _is_stale(run_dir: Path, source: Path, profile: str) -> bool:
         return True
 
 
+def _read_stamp(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / STAMP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def choose_runs(book_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
                 preference: tuple[str, ...] = PROFILE_PREFERENCE, log=print) -> list[Chapter]:
     """One Chapter per notebook with a run: the full run when it exists, else the smoke run."""
@@ -100,7 +113,7 @@ def choose_runs(book_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
                     name=name, profile=profile, docname=f"runs/{profile}/{name}/{name}",
                     title=notebook_title(executed),
                     results=json.loads(results.read_text(encoding="utf-8")),
-                    stale=_is_stale(run_dir, source, profile)))
+                    stale=_is_stale(run_dir, source, profile), stamp=_read_stamp(run_dir)))
                 break
         else:
             log(f"warning: {name}: no run under {book_dir / 'runs'}/{{{','.join(preference)}}}; "
@@ -145,22 +158,25 @@ def runs_statement(chapters: list[Chapter]) -> str:
         parts.append(":::{important}\nThe notebook or `lmc_core` changed since these runs: "
                      + ", ".join(f"{{doc}}`{c.docname}`" for c in stale)
                      + ". Re-run them to refresh the numbers.\n:::\n")
-    rows = ["| chapter | profile | dataset | device | commit | wall time | run at |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+    # The wall time is the whole notebook run (stamp.json, kernel start included), the same
+    # figure run_notebooks.py prints; results.json's own is measured inside the notebook.
+    rows = ["| chapter | profile, data | device | commit | wall time | finished |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for c in chapters:
         r = c.results
-        wall = r.get("wall_time_s")
+        wall = c.stamp.get("wall_time_s", r.get("wall_time_s"))
+        finished = str(c.stamp.get("finished") or r.get("created") or "?")[:16].replace("T", " ")
         rows.append(
-            f"| {{doc}}`{c.docname}` | {c.profile} | {r.get('dataset', '?')} | "
+            f"| {{doc}}`{c.docname}` | {c.profile}, {r.get('dataset', '?')} | "
             f"{r.get('device', '?')} | `{r.get('commit', '?')}` | "
-            f"{'?' if wall is None else f'{wall:.0f} s'} | {r.get('created', '?')} |")
+            f"{'?' if wall is None else f'{wall:.0f} s'} | {finished} |")
     parts.append("\n".join(rows) + "\n")
     return "\n".join(parts)
 
 
 def write_intro(book_dir: Path, chapters: list[Chapter]) -> Path:
     path = book_dir / "intro.md"
-    text = (INTRO + "\n## Which runs this book shows\n\n" + runs_statement(chapters))
+    text = (INTRO.format(pdf=PDF_NAME) + "\n## Which runs this book shows\n\n" + runs_statement(chapters))
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -182,22 +198,13 @@ def build(book_dir: Path = BOOK_DIR, builder: str = "html", strict: bool = True,
     return subprocess.run(cmd, env=env).returncode
 
 
-LATEX_HELP = ("PDF output needs LaTeX. On Debian/Ubuntu: apt-get install -y latexmk "
-              "texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended "
-              "texlive-fonts-extra texlive-xetex fonts-freefont-otf")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--book-dir", type=Path, default=BOOK_DIR)
     ap.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR)
-    ap.add_argument("--pdf", action="store_true", help="build the PDF (pdflatex) instead")
+    ap.add_argument("--no-pdf", action="store_true", help="do not print the PDF")
     ap.add_argument("--no-strict", action="store_true", help="warnings are not errors")
     args = ap.parse_args(argv)
-
-    if args.pdf and not (shutil.which("pdflatex") and shutil.which("latexmk")):
-        print(f"error: pdflatex/latexmk not found. {LATEX_HELP}", file=sys.stderr)
-        return 1
     chapters = choose_runs(args.book_dir, args.notebooks_dir)
     if not chapters:
         print("error: no executed notebooks under book/runs/; run "
@@ -210,15 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {c.name}: {c.profile} run ({c.results.get('device', '?')}, "
               f"commit {c.results.get('commit', '?')}){' [stale]' if c.stale else ''}")
     t0 = time.perf_counter()
-    rc = build(args.book_dir, "pdflatex" if args.pdf else "html", strict=not args.pdf)
+    rc = build(args.book_dir, strict=not args.no_strict)
     took = time.perf_counter() - t0
     if rc:
         print(f"error: jupyter-book build failed (exit {rc}) after {took:.1f} s", file=sys.stderr)
         return rc
-    if args.pdf:
-        pdfs = sorted((args.book_dir / "_build" / "latex").glob("*.pdf"))
-        print(f"PDF built in {took:.1f} s: " + ", ".join(str(p) for p in pdfs))
-        return 0 if pdfs else 1
     html = args.book_dir / "_build" / "html"
     remote = external_assets(html)
     if remote:
@@ -226,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
               + "\n  ".join(remote), file=sys.stderr)
         return 1
     print(f"HTML built in {took:.1f} s: {(html / 'index.html').resolve()}")
+    if not args.no_pdf:
+        t0 = time.perf_counter()
+        pdf = build_pdf(html, log=lambda *a: None)
+        print(f"PDF printed in {time.perf_counter() - t0:.1f} s: {pdf.resolve()}")
     return 0
 
 

@@ -10,8 +10,13 @@ For the root page and every chapter in the toc:
   outputs, and every content <img> points to a file that exists and is a valid, non-empty PNG;
 - it has at least as many <table> as the notebook has markdown outputs holding a pipe table;
 - when it has equations, MathJax (served locally) typeset them;
+- at 1280 px no table is wider than the text column (a table that scrolls sideways hides
+  columns from a reader);
+- the notebook's outputs hold no traceback, no progress bar and nothing written to stderr
+  (warnings): progress belongs on the terminal of whoever runs the study;
 - a screenshot (``--screenshot``, 1280x2000) is not blank (more than one colour);
-and no page loads scripts, styles or images from the web (the book must work offline).
+no page loads scripts, styles or images from the web (the book must work offline), and a
+link to the book's PDF reaches a real PDF.
 Exits 1 with the list of failures, 0 when every page passes.
 """
 
@@ -230,6 +235,7 @@ class Page:
     title: str
     figures: int  # PNG outputs in the source notebook
     tables: int = 0  # markdown outputs holding a pipe table (display_table)
+    output_problems: list[str] = field(default_factory=list)  # see notebook_output_problems
 
 
 @dataclass
@@ -248,6 +254,36 @@ def _source_file(book_dir: Path, docname: str) -> Path | None:
 
 
 _PIPE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?\s*$", re.M)
+
+
+_PROGRESS_BAR = re.compile(r"\d+%\||it/s\]|s/it\]|\r")
+_WARNING = re.compile(r"\b\w*Warning\b:|^WARNING\b", re.M)
+
+
+def notebook_output_problems(cells: list[dict]) -> list[str]:
+    """What a reader must never see in a shown cell's outputs: a traceback, a progress bar, a
+    warning, anything on stderr. One line per problem, naming the cell."""
+    problems: dict[tuple[int, str], str] = {}  # one line per cell and kind (papermill streams in many pieces)
+    for index, cell in enumerate(cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") != "code" or any(t in tags for t in ("remove-output", "remove-cell")):
+            continue
+        for out in cell.get("outputs", []):
+            kind = out.get("output_type")
+            text = out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            plain = out.get("data", {}).get("text/plain", "")
+            text += "".join(plain) if isinstance(plain, list) else plain
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "")[:80]
+            if kind == "error" or "Traceback (most recent call last)" in text:
+                problems.setdefault((index, "traceback"), f"cell {index}: a traceback ({out.get('ename', first)})")
+            elif _PROGRESS_BAR.search(text):
+                problems.setdefault((index, "bar"), f"cell {index}: a progress bar in the output ({first!r})")
+            elif kind == "stream" and out.get("name") == "stderr":
+                problems.setdefault((index, "stderr"), f"cell {index}: output on stderr ({first!r})")
+            elif _WARNING.search(text):
+                problems.setdefault((index, "warning"), f"cell {index}: a warning in the output ({first!r})")
+    return list(problems.values())
 
 
 def source_title_and_figures(source: Path | None) -> tuple[str, int, int]:
@@ -312,7 +348,13 @@ def toc_pages(html_dir: Path, toc_path: Path, book_dir: Path | None = None) -> l
             ".ipynb", ".md", ".rst") else docname
         source = _source_file(book_dir, docname)
         title, figures, tables = source_title_and_figures(source)
-        pages.append(Page(docname, html_dir / f"{docname}.html", source, title, figures, tables))
+        problems = []
+        if source is not None and source.suffix == ".ipynb":
+            import json
+
+            problems = notebook_output_problems(json.loads(source.read_text(encoding="utf-8"))["cells"])
+        pages.append(Page(docname, html_dir / f"{docname}.html", source, title, figures, tables,
+                          problems))
     return pages
 
 
@@ -324,9 +366,48 @@ def _chromium(exe: str, extra: list[str], url: str, timeout: float) -> subproces
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+# Run in the page after load, at the window's width: every content table wider than the text
+# column (or than a scrolling wrapper around it) is reported on <body data-lmc-overflow>.
+_OVERFLOW_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  var found = [];
+  document.querySelectorAll("main table, article table").forEach(function (table, i) {
+    var column = table.closest("article") || table.closest("main");
+    var wrapper = table.parentElement;
+    var width = Math.max(table.scrollWidth, table.getBoundingClientRect().width);
+    if (width > column.clientWidth + 1 || wrapper.scrollWidth > wrapper.clientWidth + 1) {
+      var head = table.querySelector("tr");
+      found.push("table " + (i + 1) + " is " + Math.round(width) + " px wide, the column "
+                 + column.clientWidth + " px (" + (head ? head.innerText.replace(/\\s+/g, " ").slice(0, 60) : "") + ")");
+    }
+  });
+  document.body.setAttribute("data-lmc-overflow", JSON.stringify(found));
+});
+</script>"""
+_OVERFLOW_ATTR = re.compile(r'data-lmc-overflow="([^"]*)"')
+
+
+def table_overflows(page_html: Path, exe: str, timeout: float, width: int = 1280) -> list[str] | None:
+    """Tables of the page wider than its text column at ``width`` px (None: not measured)."""
+    import html as html_lib
+    import json
+
+    probe = page_html.with_name(f".lmc-overflow-{page_html.name}")
+    text = page_html.read_text(encoding="utf-8")
+    cut = text.lower().rfind("</body>")
+    probe.write_text(text[:cut] + _OVERFLOW_SCRIPT + text[cut:] if cut >= 0 else text + _OVERFLOW_SCRIPT,
+                     encoding="utf-8")
+    try:
+        dom = _chromium(exe, ["--dump-dom", f"--window-size={width},2000"], probe.resolve().as_uri(), timeout)
+    finally:
+        probe.unlink(missing_ok=True)
+    found = _OVERFLOW_ATTR.search(dom.stdout)
+    return None if found is None else json.loads(html_lib.unescape(found.group(1)))
+
+
 def check_page(page: Page, exe: str, shots_dir: Path, timeout: float = 120) -> list[str]:
     """Failures of one page (empty when it passes)."""
-    fails = []
+    fails = [f"{page.docname}: {p}" for p in page.output_problems]
     if not page.html.is_file():
         return [f"{page.docname}: {page.html} was not built"]
     url = page.html.resolve().as_uri()
@@ -375,6 +456,14 @@ def check_page(page: Page, exe: str, shots_dir: Path, timeout: float = 120) -> l
         fails.append(f"{page.docname}: {parsed.equations} equation(s) but MathJax typeset none "
                      f"(is book/_static/mathjax there? see scripts/book_assets.py)")
     fails += [f"{page.docname}: loads from the web: {r}" for r in parsed.remote]
+    try:
+        overflows = table_overflows(page.html, exe, timeout)
+    except subprocess.TimeoutExpired:
+        overflows = None
+    if overflows is None:
+        fails.append(f"{page.docname}: could not measure the tables' width in chromium")
+    else:
+        fails += [f"{page.docname}: at 1280 px, {o}" for o in overflows]
 
     shot = shots_dir / (page.docname.replace("/", "__") + ".png")
     try:
@@ -428,7 +517,21 @@ def check_book(html_dir: Path, toc: Path | None = None, *, chromium: str | None 
             shutil.rmtree(shots, ignore_errors=True)
     report.failures += [f"loads from the web: {r}" for r in external_assets(html_dir)
                         if not any(r.startswith(p + ".html") for p in report.pages)]
+    report.failures += pdf_link_problems(html_dir)
     return report
+
+
+def pdf_link_problems(html_dir: Path) -> list[str]:
+    """Every link from a page to a .pdf beside it must reach a real PDF (the book's download)."""
+    fails = []
+    for page in sorted(Path(html_dir).glob("*.html")):
+        for href in set(re.findall(r'href="([^":#?]+\.pdf)"', page.read_text(encoding="utf-8", errors="replace"))):
+            target = page.parent / unquote(href)
+            head = target.read_bytes()[:5] if target.is_file() else b""
+            if head != b"%PDF-":
+                fails.append(f"{page.name}: links {href}, which is "
+                             + ("not a PDF" if target.is_file() else "missing (make pdf prints it)"))
+    return fails
 
 
 def main(argv: list[str] | None = None) -> int:

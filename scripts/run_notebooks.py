@@ -180,6 +180,7 @@ def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs
     pm = nb.metadata.get("papermill", {})
     pm["input_path"] = _rel(notebook)
     pm["output_path"] = _rel(out_dir / f"{name}.ipynb")
+    show_parameters_once(nb)
     nbformat.write(nb, output)
     stamp = {"sha256": digest, "notebook": _rel(notebook), "profile": profile,
              "parameters": params, "wall_time_s": round(wall, 2),
@@ -187,6 +188,37 @@ def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs
     (partial / STAMP_FILE).write_text(json.dumps(stamp, indent=1, default=str) + "\n")
     _replace_dir(partial, out_dir)
     return Outcome(name, "ran", wall, out_dir)
+
+
+def show_parameters_once(nb: Any) -> None:
+    """The book shows one parameters cell with the values the run used: papermill's injected
+    values are written into the notebook's own ``parameters`` cell (its comments kept), and the
+    injected cell, which stays in the file as papermill's record, is removed from the page."""
+    import ast
+
+    cells = {tag: cell for cell in nb.cells if cell.cell_type == "code"
+             for tag in cell.metadata.get("tags", []) if tag in ("parameters", "injected-parameters")}
+    if "parameters" not in cells or "injected-parameters" not in cells:
+        return
+    injected_src = cells["injected-parameters"].source
+    injected = {node.targets[0].id: ast.get_source_segment(injected_src, node.value)
+                for node in ast.parse(injected_src).body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    lines = cells["parameters"].source.splitlines()
+    for node in reversed(ast.parse(cells["parameters"].source).body):  # bottom up: spans stay valid
+        if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        if name not in injected:
+            continue
+        last = lines[node.end_lineno - 1]
+        comment = last[node.end_col_offset:].strip()
+        new = f"{name} = {injected[name]}" + (f"  {comment}" if comment.startswith("#") else "")
+        lines[node.lineno - 1:node.end_lineno] = [new]
+    cells["parameters"].source = "\n".join(lines)
+    tags = cells["injected-parameters"].metadata.setdefault("tags", [])
+    if "remove-cell" not in tags:
+        tags.append("remove-cell")
 
 
 def _rel(path: Path) -> str:

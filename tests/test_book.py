@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 check_book = load_script("check_book")
 build_book = load_script("build_book")
+book_pdf = load_script("book_pdf")
 
 needs_chromium = pytest.mark.skipif(
     check_book.find_chromium() is None and not os.environ.get("CI"),
@@ -92,6 +93,8 @@ def tiny_book(tmp_path_factory) -> Path:
     assert "smoke profile" in intro and "not the paper-scale numbers" in intro
     build_book.ensure_mathjax(book / "_static")
     assert build_book.build(book, quiet=True) == 0  # -W -n --keep-going: no warnings
+    if check_book.find_chromium() is not None:  # the PDF the first page links to
+        book_pdf.build_pdf(book / "_build" / "html", log=lambda *a: None)
     return book / "_build" / "html"
 
 
@@ -162,3 +165,52 @@ def test_checker_catches_a_broken_figure(tiny_book, tmp_path):
     assert page.figures == 1
     fails = check_book.check_page(page, check_book.find_chromium(), tmp_path)
     assert any("empty file" in f for f in fails), fails
+
+
+def test_output_problems_traceback_progress_stderr_warning():
+    def cell(*outputs, tags=()):
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "outputs": list(outputs)}
+
+    cells = [
+        cell({"output_type": "stream", "name": "stdout", "text": "3 pairs of ViTs\n"}),
+        cell({"output_type": "error", "ename": "ValueError", "evalue": "x", "traceback": []}),
+        cell({"output_type": "stream", "name": "stdout", "text": "train:  40%|████      | 4/10 [00:01<00:02]\r"}),
+        cell({"output_type": "stream", "name": "stderr", "text": "something on stderr\n"}),
+        cell({"output_type": "stream", "name": "stdout", "text": "x.py:3: UserWarning: careful\n"}),
+        cell({"output_type": "stream", "name": "stderr", "text": "hidden\n"}, tags=["remove-output"]),
+    ]
+    problems = check_book.notebook_output_problems(cells)
+    assert [p.split(":")[0] for p in problems] == ["cell 1", "cell 2", "cell 3", "cell 4"]
+    assert "traceback" in problems[0] and "progress bar" in problems[1]
+    assert "stderr" in problems[2] and "warning" in problems[3]
+
+
+@needs_chromium
+def test_checker_catches_a_table_wider_than_the_column(tiny_book, tmp_path):
+    book = tiny_book.parent.parent
+    wide = tmp_path / "html"
+    shutil.copytree(tiny_book, wide)
+    page = check_book.toc_pages(wide, book / "_toc.yml", book)[1]
+    assert check_book.table_overflows(page.html, check_book.find_chromium(), 120) == []
+    cells = "".join(f"<td>column_{i}_with_a_long_unbreakable_name</td>" for i in range(12))
+    html = page.html.read_text(encoding="utf-8")
+    page.html.write_text(html.replace("</article>", f"<table><tr>{cells}</tr></table></article>", 1),
+                         encoding="utf-8")
+    overflows = check_book.table_overflows(page.html, check_book.find_chromium(), 120)
+    assert len(overflows) == 1 and "column_0" in overflows[0], overflows
+
+
+@needs_chromium
+def test_pdf_has_every_page_and_a_bookmark_per_chapter(tiny_book, tmp_path):
+    from pypdf import PdfReader
+
+    reader = PdfReader(tiny_book / book_pdf.PDF_NAME)
+    assert len(reader.pages) >= 2
+    assert [item.title for item in reader.outline] == [
+        "Generalized Linear Mode Connectivity for Transformers", "Fixture chapter"]
+    assert "fixture barrier" not in reader.pages[0].extract_text()  # the landing page comes first
+    missing = tmp_path / "html"
+    shutil.copytree(tiny_book, missing)
+    (missing / book_pdf.PDF_NAME).unlink()
+    assert check_book.pdf_link_problems(missing) == [
+        f"intro.html: links {book_pdf.PDF_NAME}, which is missing (make pdf prints it)"]

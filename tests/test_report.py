@@ -306,3 +306,20 @@ def test_run_skip_rerun_and_failure(tmp_path):
     assert failed.out_dir == runs / "smoke" / ".partial-01_fx"
     assert (failed.out_dir / "01_fx.ipynb").is_file()  # the partial output, with the error
     assert (out / "01_fx.ipynb").read_bytes() == good  # the last good run is untouched
+
+
+def test_parameters_shown_once_with_the_values_used():
+    rn = load_script("run_notebooks")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('profile = "smoke"\ndataset = None  # why it is None\n'
+                                  'methods = ["a",\n           "b"]\nextras = True',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('# Parameters\nprofile = "full"\ndataset = "fashion_mnist"\n'
+                                  'methods = ["c"]\n', metadata={"tags": ["injected-parameters"]}),
+    ]
+    rn.show_parameters_once(nb)
+    assert nb.cells[0].source == ('profile = "full"\ndataset = "fashion_mnist"  # why it is None\n'
+                                  'methods = ["c"]\nextras = True')
+    assert nb.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert "profile" in nb.cells[1].source  # papermill's record stays in the file

@@ -35,14 +35,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 from transformers.pytorch_utils import Conv1D
 
+from . import distributed
 from .cache import CheckpointCache
 from .data import image_batches, load_image_dataset, load_token_dataset, token_batches
 from .metrics import autocast_context, evaluate, model_logits
 from .models import build_model, count_parameters
 from .profiles import Profile, resolve_device
+from .progress import progress_bar
 
 # Bump when a change here changes the weights a given recipe and seed produce: the cache key
 # includes it, so old entries are not mistaken for new ones.
@@ -211,16 +212,17 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
-    bar: tqdm,
+    bar: Any,
     progress: bool,
 ) -> dict[str, Any]:
     """One pass over the epoch's batches; returns the epoch's record for the history."""
     loss_sum = torch.zeros((), device=device)  # summed on the device: one sync per epoch
     items, t0 = 0, time.perf_counter()
     for step, (x, y) in enumerate(task.train_batches(epoch)):
+        xs, ys, weight = distributed.shard(x, y)  # under torchrun: this process's slice of the batch
         with autocast_context(device):
-            logits = model_logits(fwd, x)
-        loss = _train_loss(logits, x, y, task.label_smoothing)
+            logits = model_logits(fwd, xs)
+        loss = _train_loss(logits, xs, ys, task.label_smoothing) * weight
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -233,7 +235,7 @@ def _train_epoch(
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", per_s=f"{rate:,.0f}")
     return {
         "epoch": epoch + 1,
-        "train_loss": loss_sum.item() / task.steps_per_epoch,
+        "train_loss": distributed.mean(loss_sum) / task.steps_per_epoch,
         "items_per_s": items / (time.perf_counter() - t0),
         "lr": scheduler.get_last_lr()[0],
     }
@@ -276,7 +278,8 @@ def train_model(
     total_steps = task.epochs * task.steps_per_epoch
     scheduler = make_scheduler(optimizer, task.schedule, task.lr, total_steps,
                                task.warmup_steps(task.steps_per_epoch))
-    fwd = torch.compile(model) if task.compile and device.type == "cuda" else model
+    fwd = distributed.wrap(model, seed)  # DistributedDataParallel under torchrun, else the model
+    fwd = torch.compile(fwd) if task.compile and device.type == "cuda" else fwd
 
     start_epoch, history, wall_before = 0, [], 0.0
     best: dict[str, Any] = {"val_loss": math.inf, "epoch": -1, "state": None}
@@ -293,7 +296,7 @@ def train_model(
 
     t_start = last_resume_write = time.perf_counter()
     model.train()
-    with tqdm(total=total_steps, initial=start_epoch * task.steps_per_epoch, disable=not progress,
+    with progress_bar(total=total_steps, initial=start_epoch * task.steps_per_epoch, disable=not (progress and distributed.is_main()),
               desc=f"{kind} seed {seed}", unit="step", mininterval=2.0, dynamic_ncols=True) as bar:
         for epoch in range(start_epoch, task.epochs):
             # Early stopping, checked before an epoch so a resumed run stops where it would have.
@@ -310,7 +313,7 @@ def train_model(
                                 best=f"{best['val_loss']:.3f}")
             history.append(record)
             now = time.perf_counter()
-            if cache is not None and now - last_resume_write >= resume_interval_s:
+            if cache is not None and distributed.is_main() and now - last_resume_write >= resume_interval_s:
                 cache.save_resume(spec, {
                     "epoch": epoch + 1, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -343,7 +346,7 @@ def train_model(
         "torch": torch.__version__,
         "history": history,
     }
-    if cache is not None:
+    if cache is not None and distributed.is_main():
         cache.save(spec, model, meta)
         cache.clear_resume(spec)
     model.lmc_meta = {**meta, "from_cache": False}

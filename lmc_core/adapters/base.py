@@ -179,3 +179,27 @@ class Adapter:
 
     def num_layers(self, model: nn.Module) -> int:
         raise NotImplementedError
+
+    def write(self, like: nn.Module, raw: RawTransformer) -> nn.Module:
+        """The inverse of `read`: a new model of `like`'s class and structure with `raw`'s
+        weights (`like` is left as it is). Used by `lmc_core.export`."""
+        raise NotImplementedError(f"the adapter {self.name or type(self).__name__} has no export hook (Adapter.write)")
+
+
+def copy_into(target: Tensor | None, value: Tensor | None, what: str) -> None:
+    """Copy `value` into the parameter `target` (reshaped to its shape). Where the model has no
+    such parameter (`target` None, e.g. qkv_bias=False) the value must be zero to the dtype's
+    precision, else the model cannot hold it: a clear error says so."""
+    if value is None:
+        if target is not None:
+            target.zero_()
+        return
+    if target is None:
+        tol = 1e-5 if value.dtype in (torch.float32, torch.bfloat16, torch.float16) else 1e-10
+        largest = float(value.abs().max()) if value.numel() else 0.0
+        if largest > tol:
+            raise UnsupportedModelError(
+                f"{what} is nonzero (largest entry {largest:.2e}) but the target model has no such parameter; "
+                "export into a model built with it (e.g. qkv_bias=True / bias=True)")
+        return
+    target.copy_(value.reshape(target.shape).to(target))

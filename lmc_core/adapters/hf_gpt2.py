@@ -3,6 +3,8 @@ gelu / gelu_new / gelu_pytorch_tanh / relu, any layer_norm_epsilon)."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -14,6 +16,7 @@ from .base import (
     LayerNormWeights,
     RawTransformer,
     UnsupportedModelError,
+    copy_into,
 )
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
@@ -94,4 +97,34 @@ class HFGPT2Adapter(Adapter):
             attn.c_attn.bias.copy_(torch.stack([weights.q_b, weights.k_b, weights.v_b]).reshape(-1))
             attn.c_proj.weight.copy_(weights.o_w.reshape(-1, d))
 
-
+    @torch.no_grad()
+    def write(self, like: nn.Module, raw: RawTransformer) -> nn.Module:
+        """A copy of `like` holding `raw` (the inverse of `read`), with an untied head: the
+        canonical embedding (a centred writer) and head (a γ-scaled reader) differ in general."""
+        model = copy.deepcopy(like)
+        t = model.transformer
+        if model.lm_head.weight is t.wte.weight:
+            model.lm_head.weight = nn.Parameter(t.wte.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+        copy_into(t.wte.weight, raw.embed["token_embed"], "token embedding")
+        copy_into(t.wpe.weight, raw.embed["pos_embed"], "position embedding")
+        for block, weights in zip(t.h, raw.blocks, strict=True):
+            for norm, values in ((block.ln_1, weights.norm1), (block.ln_2, weights.norm2)):
+                norm.weight.copy_(values.scale)
+                copy_into(norm.bias, values.bias, "LayerNorm bias")
+            a, d = weights.attn, weights.attn.q_w.shape[0]
+            copy_into(block.attn.c_attn.weight, torch.stack([a.q_w, a.k_w, a.v_w], dim=1).reshape(d, -1), "c_attn")
+            biases = (a.q_b, a.k_b, a.v_b)  # None when the raw weights come without attention biases
+            copy_into(block.attn.c_attn.bias, None if all(b is None for b in biases) else torch.stack(biases),
+                      "c_attn bias")
+            copy_into(block.attn.c_proj.weight, a.o_w.reshape(-1, d), "attention c_proj")
+            copy_into(block.attn.c_proj.bias, a.o_b, "attention c_proj bias")
+            copy_into(block.mlp.c_fc.weight, weights.mlp_in, "MLP c_fc")
+            copy_into(block.mlp.c_fc.bias, weights.mlp_in_bias, "MLP c_fc bias")
+            copy_into(block.mlp.c_proj.weight, weights.mlp_out, "MLP c_proj")
+            copy_into(block.mlp.c_proj.bias, weights.mlp_out_bias, "MLP c_proj bias")
+        t.ln_f.weight.copy_(raw.norm_final.scale)
+        copy_into(t.ln_f.bias, raw.norm_final.bias, "final LayerNorm bias")
+        copy_into(model.lm_head.weight, raw.head.T, "lm_head")
+        copy_into(model.lm_head.bias, raw.head_bias, "lm_head bias")
+        return model

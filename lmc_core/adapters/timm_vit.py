@@ -3,6 +3,8 @@ optional register tokens, `no_embed_class`, `fc_norm`, any depth/width/heads/MLP
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -14,6 +16,7 @@ from .base import (
     LayerNormWeights,
     RawTransformer,
     UnsupportedModelError,
+    copy_into,
 )
 
 
@@ -169,6 +172,51 @@ class TimmViTAdapter(Adapter):
             if attn.qkv.bias is not None:
                 attn.qkv.bias.copy_(torch.stack([weights.q_b, weights.k_b, weights.v_b]).reshape(-1))
             attn.proj.weight.copy_(weights.o_w.reshape(-1, d).T)
+
+    @torch.no_grad()
+    def write(self, like: nn.Module, raw: RawTransformer) -> nn.Module:
+        """A copy of `like` holding `raw` (the inverse of `read`): the prefix tokens get the folded
+        position embedding, the prefix rows of `pos_embed` become zero."""
+        self._check(like)
+        model = copy.deepcopy(like)
+        pe, e = model.patch_embed.proj, raw.embed
+        copy_into(pe.weight, e["patch_embed"].T, "patch embedding")
+        copy_into(pe.bias, e["patch_bias"], "patch embedding bias")
+        prefix = [t for t in (model.cls_token, model.reg_token) if t is not None]
+        start = 0
+        for token in prefix:  # (1, n, d) each: class token, then register tokens
+            token.copy_(e["prefix"][start:start + token.shape[1]].unsqueeze(0))
+            start += token.shape[1]
+        if model.pos_embed is None:
+            copy_into(None, e["pos_embed"], "position embedding (the model has pos_embed='none')")
+        else:
+            rows = model.pos_embed.shape[1] - e["pos_embed"].shape[0]  # prefix rows when they are embedded
+            model.pos_embed.zero_()
+            model.pos_embed[0, rows:] = e["pos_embed"].to(model.pos_embed)
+        for block, weights in zip(model.blocks, raw.blocks, strict=True):
+            _write_norm(block.norm1, weights.norm1)
+            _write_norm(block.norm2, weights.norm2)
+            a, d = weights.attn, weights.attn.q_w.shape[0]
+            copy_into(block.attn.qkv.weight, torch.stack([a.q_w, a.k_w, a.v_w], dim=1).reshape(d, -1).T,
+                      "qkv weight")
+            biases = (a.q_b, a.k_b, a.v_b)  # all None when read from a model with qkv_bias=False
+            copy_into(block.attn.qkv.bias, None if all(b is None for b in biases) else torch.stack(biases),
+                      "qkv bias")
+            copy_into(block.attn.proj.weight, a.o_w.reshape(-1, d).T, "attention output weight")
+            copy_into(block.attn.proj.bias, a.o_b, "attention output bias")
+            copy_into(block.mlp.fc1.weight, weights.mlp_in.T, "MLP input weight")
+            copy_into(block.mlp.fc1.bias, weights.mlp_in_bias, "MLP input bias")
+            copy_into(block.mlp.fc2.weight, weights.mlp_out.T, "MLP output weight")
+            copy_into(block.mlp.fc2.bias, weights.mlp_out_bias, "MLP output bias")
+        _write_norm(model.fc_norm if isinstance(model.norm, nn.Identity) else model.norm, raw.norm_final)
+        copy_into(model.head.weight, raw.head.T, "classifier head")
+        copy_into(model.head.bias, raw.head_bias, "classifier head bias")
+        return model
+
+
+def _write_norm(norm: nn.LayerNorm, weights: LayerNormWeights) -> None:
+    norm.weight.copy_(weights.scale)
+    copy_into(norm.bias, weights.bias, "LayerNorm bias")
 
 
 def _maybe(t: Tensor | None) -> Tensor | None:

@@ -31,6 +31,7 @@ from .width import lift_width, needs_lift
 METHODS = ("weight_matching", "activation_matching", "learned_matching", "soft")
 OPTIONS: dict[str, Any] = {
     "residual": "orthogonal",  # or "permutation": the paper's ablation (LM-perm, WM-perm)
+    "keep_centred": False,  # orthogonal maps fix the all-ones direction, so B stays exportable (lmc_core.export)
     "iterations": 15,  # weight-matching iterations (also the init of learned matching)
     "init": "weight_matching",  # learned matching starts from weight matching, or "identity"
     "lambda_sampler": "uniform_0.4_0.6",
@@ -157,7 +158,7 @@ def align(model_a: nn.Module, model_b: nn.Module, method: str = "weight_matching
                 evaluate = _barrier_fn(a, b, eval_data, lambdas)
                 on_iteration = lambda it, sym: {"loss_barrier": evaluate(sym)}  # noqa: E731
             found, history = weight_matching(a, b, iterations=opts["iterations"], residual=opts["residual"],
-                                             on_iteration=on_iteration)
+                                             on_iteration=on_iteration, keep_centred=opts["keep_centred"])
         if method in ("learned_matching", "soft"):
             if data is None:
                 raise ValueError(f"{method} needs training data: data=<iterable of (inputs, targets) batches>")
@@ -165,7 +166,8 @@ def align(model_a: nn.Module, model_b: nn.Module, method: str = "weight_matching
             latent = LatentSymmetry(
                 found or Symmetry(), cfg.depth, cfg.width, cfg.num_heads, cfg.mlp_width,
                 residual=opts["residual"], relaxation="soft" if method == "soft" else "hard", tau=opts["tau"],
-                sinkhorn_iters=opts["sinkhorn_iters"], dtype=a.params()["qk"].dtype, device=device)
+                sinkhorn_iters=opts["sinkhorn_iters"], dtype=a.params()["qk"].dtype, device=device,
+                keep_centred=opts["keep_centred"])
             on_epoch = _epoch_evaluator(a, b, data, eval_data, opts)
             history = learn([a, b], [None, latent], data, epochs=opts["epochs"], lr=opts["lr"], perm_lr=opts["perm_lr"],
                             steps_per_epoch=opts["steps_per_epoch"], sampler=opts["lambda_sampler"],
@@ -206,13 +208,15 @@ def align_many(models: list[nn.Module], method: str = "learned_matching", data=N
         if (other.width, other.num_heads, other.mlp_width) != (canon[0].width, canon[0].num_heads, canon[0].mlp_width):
             raise ValueError("align_many needs models of one shape; lift narrower models with align() first")
     symmetries, history = universe_matching(canon, iterations=opts["universe_iterations"],
-                                            wm_iterations=opts["iterations"], residual=opts["residual"])
+                                            wm_iterations=opts["iterations"], residual=opts["residual"],
+                                            keep_centred=opts["keep_centred"])
     if method == "learned_matching":
         if data is None:
             raise ValueError("learned refinement needs training data")
         cfg = canon[0].config
         latents = [LatentSymmetry(s, cfg.depth, cfg.width, cfg.num_heads, cfg.mlp_width, residual=opts["residual"],
-                                  dtype=canon[0].params()["qk"].dtype, device=canon[0].params()["qk"].device)
+                                  dtype=canon[0].params()["qk"].dtype, device=canon[0].params()["qk"].device,
+                                  keep_centred=opts["keep_centred"])
                    for s in symmetries]
         refine = learn(canon, latents, data, epochs=opts["epochs"], lr=opts["lr"], perm_lr=opts["perm_lr"],
                        steps_per_epoch=opts["steps_per_epoch"], sampler="dirichlet", alpha=opts["alpha"],

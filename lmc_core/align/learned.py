@@ -20,17 +20,26 @@ their own, larger rate (`perm_lr`); the study uses one for the permutation-only 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .. import distributed
 from ..canonical import CanonicalTransformer, canonical_forward
 from ..metrics import autocast_context, loss_and_correct
+from ..progress import progress_bar
 from ..symmetry import Symmetry, UnitMap
-from .solvers import assignment, one_hot_rows, polar, sinkhorn, straight_through_permutation
+from .solvers import (
+    assignment,
+    fix_ones,
+    one_hot_rows,
+    polar,
+    sinkhorn,
+    straight_through_permutation,
+)
 
 SOFT_INIT_MIX = 0.05  # mass spread uniformly when soft matching starts from a permutation
 LAMBDA_SAMPLERS = ("fixed_0.5", "uniform_0.4_0.6", "uniform_0_1", "normal_0.5_0.1", "uniform_0.2_0.5", "dirichlet")
@@ -63,13 +72,15 @@ class LatentSymmetry(nn.Module):
 
     def __init__(self, init: Symmetry, depth: int, width: int, num_heads: int, mlp_width: int, *,
                  residual: str = "orthogonal", relaxation: str = "hard", tau: float = 0.05,
-                 sinkhorn_iters: int = 20, dtype: torch.dtype = torch.float32, device: torch.device | None = None):
+                 sinkhorn_iters: int = 20, dtype: torch.dtype = torch.float32, device: torch.device | None = None,
+                 keep_centred: bool = False):
         super().__init__()
         if residual not in ("orthogonal", "permutation"):
             raise ValueError(f"residual must be 'orthogonal' or 'permutation', got {residual!r}")
         if relaxation not in ("hard", "soft"):
             raise ValueError(f"relaxation must be 'hard' or 'soft', got {relaxation!r}")
         self.residual, self.relaxation, self.tau, self.sinkhorn_iters = residual, relaxation, tau, sinkhorn_iters
+        self.orthogonal = functools.partial(fix_ones, polar) if keep_centred else polar  # keep_centred: 1 O = 1
 
         def latent(value: Tensor | None, n: int, layers: int | None) -> nn.Parameter:
             if value is None:
@@ -95,7 +106,7 @@ class LatentSymmetry(nn.Module):
     def forward(self) -> Symmetry:
         """The projected symmetry, differentiable in the latents."""
         if self.residual == "orthogonal":
-            O = polar(self.z_residual)
+            O = self.orthogonal(self.z_residual)
         else:
             O = straight_through_permutation(self.z_residual.T).T
         heads, units = self._units(self.z_heads, False), self._units(self.z_mlp, False)
@@ -105,7 +116,7 @@ class LatentSymmetry(nn.Module):
     def project(self) -> Symmetry:
         """The final symmetry: hard permutations (soft matrices for soft matching), exact O."""
         if self.residual == "orthogonal":
-            O = polar(self.z_residual)
+            O = self.orthogonal(self.z_residual)
         else:
             O = one_hot_rows(assignment(self.z_residual.T), self.z_residual.shape[0], self.z_residual.dtype).T
         heads, units = self._units(self.z_heads, True), self._units(self.z_mlp, True)
@@ -133,6 +144,7 @@ def learn(models: list[CanonicalTransformer], latents: list[LatentSymmetry | Non
     groups = [g for lat in latents if lat is not None for g in lat.param_groups(lr, perm_lr or lr)]
     if not groups:
         raise ValueError("learned matching needs at least one model with latents")
+    distributed.broadcast(z for g in groups for z in g["params"])  # under torchrun: one starting point
     optimizer = torch.optim.Adam(groups, lr=lr)
     rng = np.random.default_rng(seed)
     device = params[0]["qk"].device
@@ -141,29 +153,31 @@ def learn(models: list[CanonicalTransformer], latents: list[LatentSymmetry | Non
         _record(history, 0, float("nan"), on_epoch(0, [None if lat is None else lat.project() for lat in latents]))
     for epoch in range(1, epochs + 1):
         total, steps = 0.0, 0
-        bar = tqdm(data, desc=f"learned matching, epoch {epoch}/{epochs}", disable=not progress, leave=False,
+        bar = progress_bar(data, desc=f"learned matching, epoch {epoch}/{epochs}", disable=not progress, leave=False,
                    total=_length(data, steps_per_epoch))
         for inputs, targets in bar:
             if steps_per_epoch is not None and steps >= steps_per_epoch:
                 break
             inputs = inputs.to(device)
             targets = None if targets is None else targets.to(device)
+            inputs, targets, share = distributed.shard(inputs, targets)  # under torchrun: this process's slice
             weights = sample_weights(sampler, len(models), rng, alpha)
             aligned = [p if lat is None else lat().apply_params(p, config)[0] for p, lat in zip(params, latents, strict=True)]
             mixed = {k: sum(w * a[k] for w, a in zip(weights, aligned, strict=True)) for k in aligned[0]}
             with autocast_context(device):
                 logits = canonical_forward(mixed, config, inputs)
             loss_sum, _, count = loss_and_correct(logits, inputs, targets)
-            loss = loss_sum / count
+            loss = loss_sum / count * share
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(z for g in groups for z in g["params"])
             optimizer.step()
             total += loss.detach()
             steps += 1
             if progress:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         extra = on_epoch(epoch, [None if lat is None else lat.project() for lat in latents]) if on_epoch else {}
-        _record(history, epoch, float(total) / max(steps, 1), extra)
+        _record(history, epoch, distributed.mean(total) / max(steps, 1), extra)
     return history
 
 

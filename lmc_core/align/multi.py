@@ -13,7 +13,7 @@ from .weight_matching import weight_matching
 
 
 def universe_matching(models: list[CanonicalTransformer], *, iterations: int = 5, wm_iterations: int = 15,
-                      residual: str = "orthogonal") -> tuple[list[Symmetry], dict[str, list]]:
+                      residual: str = "orthogonal", keep_centred: bool = False) -> tuple[list[Symmetry], dict[str, list]]:
     """Symmetries taking every model into a common frame, and the spread after each round
     (mean relative distance of the aligned models to the universe)."""
     universe = models[0]
@@ -22,7 +22,8 @@ def universe_matching(models: list[CanonicalTransformer], *, iterations: int = 5
     for round_ in range(1, iterations + 1):
         symmetries, spreads = [], []
         for model in models:
-            sym, hist = weight_matching(universe, model, iterations=wm_iterations, residual=residual)
+            sym, hist = weight_matching(universe, model, iterations=wm_iterations, residual=residual,
+                                        keep_centred=keep_centred)
             symmetries.append(sym)
             spreads.append(hist["weight_distance"][-1])
         aligned = [s.apply(m).params() for s, m in zip(symmetries, models, strict=True)]

@@ -6,6 +6,8 @@ units); everything else stays on the tensors' device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -66,6 +68,20 @@ def polar(z: Tensor) -> Tensor:
     if z.shape[-1] != z.shape[-2]:
         raise ValueError(f"polar needs a square matrix, got {tuple(z.shape)}")
     return _Polar.apply(z)
+
+
+def fix_ones(project: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
+    """`project` (procrustes or polar) restricted to the orthogonal maps that fix the all-ones
+    direction (1 O = 1): O = u uᵀ + Q project(Qᵀ z Q) Qᵀ, u = 1/√d, Q an orthonormal basis of
+    u's complement. Such maps keep a centred residual stream centred, which a LayerNorm model
+    needs (`lmc_core.export`); over them tr(Oᵀ z) = uᵀ z u + tr(Rᵀ Qᵀ z Q), so this is the exact
+    optimum (and the polar factor's gradient flows through Qᵀ z Q)."""
+    d = z.shape[-1]
+    spanning = torch.eye(d, dtype=torch.float64, device=z.device)
+    spanning[:, 0] = 1.0
+    q = torch.linalg.qr(spanning)[0][:, 1:].to(z.dtype)  # QR keeps span(1) in column 0: the rest spans 1's complement
+    u = torch.full((d, 1), d**-0.5, dtype=z.dtype, device=z.device)
+    return u @ u.T + q @ project(q.T @ z @ q) @ q.T
 
 
 def straight_through_permutation(z: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ Which axes are residual, and how each transforms, comes from `canonical.PARAM_AX
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from ..canonical import PARAM_AXES, CanonicalTransformer
 from ..symmetry import Symmetry, UnitMap, _contract
-from .solvers import assignment, one_hot_rows, permutation_procrustes, procrustes
+from .solvers import assignment, fix_ones, one_hot_rows, permutation_procrustes, procrustes
 
 RESIDUAL_ROLES = ("res", "res_read", "res_aug", "offset")
 
@@ -90,8 +91,8 @@ def weight_distance(params_a: dict[str, Tensor], params_b: dict[str, Tensor]) ->
 
 
 def weight_matching(model_a: CanonicalTransformer, model_b: CanonicalTransformer, *, iterations: int = 15,
-                    residual: str = "orthogonal", on_iteration: Callable[[int, Symmetry], dict] | None = None
-                    ) -> tuple[Symmetry, dict[str, list]]:
+                    residual: str = "orthogonal", on_iteration: Callable[[int, Symmetry], dict] | None = None,
+                    keep_centred: bool = False) -> tuple[Symmetry, dict[str, list]]:
     """Align B to A without data. Returns the Symmetry (apply it to B) and a history with the
     relative weight distance after every iteration, plus whatever `on_iteration` returns
     (the barrier, when the caller has data)."""
@@ -108,6 +109,8 @@ def weight_matching(model_a: CanonicalTransformer, model_b: CanonicalTransformer
     O = eye
     outside_blocks = [n for n in pa if "layer" not in PARAM_AXES[n]]
     solve = procrustes if residual == "orthogonal" else permutation_procrustes
+    if keep_centred and residual == "orthogonal":  # O fixes 1: exportable to LayerNorm models
+        solve = functools.partial(fix_ones, procrustes)
     history: dict[str, list] = {"iteration": [], "weight_distance": []}
     sym = Symmetry()  # zero iterations: the identity
     for it in range(iterations):

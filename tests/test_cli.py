@@ -1,0 +1,172 @@
+"""The command line end to end on tiny checkpoints in a temporary folder: align, barrier, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_gpt2, make_vit, max_dev, raw_logits, single_thread  # noqa: F401
+from PIL import Image
+from tokenizers import Tokenizer, models
+from transformers import GPT2LMHeadModel
+
+import lmc_core as lmc
+from lmc_core.cli import METHODS, load_checkpoint, load_data, main, save_checkpoint
+from lmc_core.profiles import get_profile
+from lmc_core.train import train_model
+
+F32 = 1e-5
+LETTERS = "abcdefghijklmnopqrstuv"  # 22 characters + [UNK]: the tiny GPT-2's 23 tokens
+VIT_ARGS = {"img_size": 8, "patch_size": 4, "in_chans": 3, "num_classes": 5, "embed_dim": 24, "depth": 2,
+            "num_heads": 2, "mlp_ratio": 2.0}
+
+
+@pytest.fixture(scope="module")
+def gpt2_dirs(tmp_path_factory):
+    """Two tiny GPT-2s saved with save_pretrained, a character tokenizer beside each, a text."""
+    root = tmp_path_factory.mktemp("gpt2")
+    vocab = {c: i for i, c in enumerate(LETTERS)} | {"[UNK]": len(LETTERS)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
+    for seed, name in ((0, "a"), (1, "b")):
+        make_gpt2(seed=seed).save_pretrained(root / name)
+        tokenizer.save(str(root / name / "tokenizer.json"))
+    text = root / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog and keeps running " * 6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def vit_dirs(tmp_path_factory):
+    """Two tiny ViTs in the timm checkpoint format, and an image folder of three classes."""
+    root = tmp_path_factory.mktemp("vit")
+    for seed, name in ((0, "a"), (1, "b")):
+        save_checkpoint(make_vit(seed=seed), root / name, vit_config={"architecture": "vit", "model_args": VIT_ARGS})
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog", "emu"):
+        (root / "images" / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "images" / label / f"{i}.png")
+    return root
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_every_option(capsys):
+    expected = {
+        "align": ["--method", "--out", "--data", "--tokenizer", "--block-size", "--mean", "--std", "--batch-size",
+                  "--device", "--residual", "--iterations", "--epochs", "--steps-per-epoch", "--lr", "--seed",
+                  *METHODS],
+        "barrier": ["--data", "--lambdas", "--space", "--json", "--tokenizer", "--batch-size", "--device"],
+        "train": ["--profile", "--set", "--seed", "--out", "--cache", "--quiet"],
+    }
+    for command, options in expected.items():
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        text = capsys.readouterr().out
+        assert [o for o in options if o not in text] == []
+
+
+def test_gpt2_align_then_barrier(gpt2_dirs, tmp_path, capsys):
+    """`lmc align` writes an ordinary GPT-2 with B's function; `lmc barrier --space canonical` on
+    (A, aligned B) equals the barrier of the in-memory alignment."""
+    a_dir, b_dir, text, out = gpt2_dirs / "a", gpt2_dirs / "b", gpt2_dirs / "text.txt", tmp_path / "aligned"
+    code, stdout, _ = _run(capsys, "align", a_dir, b_dir, "--out", out, "--iterations", 3)
+    assert code == 0 and json.loads(stdout)["method"] == "weight_matching"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "symmetry.safetensors",
+            "alignment.json"} <= {p.name for p in out.iterdir()}
+    b, aligned = GPT2LMHeadModel.from_pretrained(b_dir).eval(), GPT2LMHeadModel.from_pretrained(out).eval()
+    ids = torch.randint(0, 23, (3, 10), generator=torch.Generator().manual_seed(0))
+    assert max_dev(raw_logits(aligned, ids), raw_logits(b, ids)) < F32
+
+    code, stdout, _ = _run(capsys, "barrier", a_dir, out, "--data", text, "--space", "canonical",
+                           "--json", tmp_path / "barrier.json")
+    got = json.loads(stdout)
+    assert code == 0 and json.loads((tmp_path / "barrier.json").read_text()) == got
+    a = GPT2LMHeadModel.from_pretrained(a_dir).eval()
+    reference = lmc.align(a, b, "weight_matching", iterations=3, keep_centred=True)
+    data = load_data(text, a, a_dir, _namespace())
+    want = lmc.barrier(reference.model_a, reference.model_b, data)
+    assert max(abs(x - y) for x, y in zip(got["losses"], want.losses, strict=True)) < F32
+
+
+def test_vit_learned_matching_on_an_image_folder(vit_dirs, tmp_path, capsys):
+    a_dir, b_dir, images, out = vit_dirs / "a", vit_dirs / "b", vit_dirs / "images", tmp_path / "aligned"
+    code, stdout, _ = _run(capsys, "align", a_dir, b_dir, "--method", "learned_matching", "--data", images,
+                           "--epochs", 1, "--iterations", 2, "--batch-size", 4, "--out", out)
+    assert code == 0 and len(json.loads(stdout)["history"]["train_loss"]) == 1
+    b, aligned = load_checkpoint(b_dir), load_checkpoint(out)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert max_dev(raw_logits(aligned, x), raw_logits(b, x)) < F32
+    code, stdout, _ = _run(capsys, "barrier", a_dir, b_dir, "--data", images, "--lambdas", 5)
+    got = json.loads(stdout)
+    data = load_data(images, b, b_dir, _namespace(batch_size=32))
+    assert sum(len(y) for _, y in data) == 12 and code == 0
+    assert abs(got["loss_b"] - lmc.barrier(b, b, data, lambdas=2).loss_a) < F32
+
+
+def test_bad_input_gives_one_line(gpt2_dirs, vit_dirs, tmp_path, capsys):
+    a, b, text = gpt2_dirs / "a", gpt2_dirs / "b", gpt2_dirs / "text.txt"
+    wide = tmp_path / "wide"
+    make_gpt2(width=32, seed=3).save_pretrained(wide)
+    capsys.readouterr()
+    cases = [
+        (("barrier", tmp_path / "missing", b, "--data", text), 1, "not a checkpoint directory"),
+        (("barrier", a, b, "--data", tmp_path / "none.txt"), 1, "no such file"),
+        (("align", a, vit_dirs / "a", "--out", tmp_path / "o"), 1, "one architecture"),
+        (("align", wide, a, "--out", tmp_path / "o"), 1, "narrower"),  # refused before aligning
+        (("align", a, b, "--method", "telepathy", "--out", tmp_path / "o"), 2, "invalid choice: 'telepathy'"),
+        (("barrier", a, wide, "--data", text), 1, "shape"),
+        (("barrier", wide, a, "--data", text), 1, "pass --tokenizer"),
+        (("barrier", vit_dirs / "a", vit_dirs / "b", "--data", text), 1, "image folder"),
+        (("align", a, b, "--method", "learned_matching", "--out", tmp_path / "o"), 1, "pass --data"),
+    ]
+    for argv, status, words in cases:
+        code, _, err = _run(capsys, *argv)
+        assert (code, err.count("\n")) == (status, 1), (argv, err)
+        assert words in err and "Traceback" not in err, (argv, err)
+
+
+def test_train_command(tmp_path, capsys):
+    """`lmc train` saves the model train_model makes (same seed, CPU: the same weights), with its
+    tokenizer, as a checkpoint the other commands read."""
+    tiny = {"device": "cpu", "eval.test_blocks": 8, "gpt2.n_layer": 1, "gpt2.n_head": 2, "gpt2.n_embd": 16,
+            "gpt2.n_inner": 32, "gpt2.block_size": 16, "gpt2.train_blocks": 64, "gpt2.val_blocks": 8,
+            "gpt2.max_epochs": 1, "gpt2.batch_size": 16}
+    sets = [x for key, value in tiny.items() for x in ("--set", f"{key}={json.dumps(value)}")]
+    code, stdout, _ = _run(capsys, "train", "gpt2", "--profile", "smoke", *sets, "--seed", 3, "--quiet",
+                           "--out", tmp_path / "m")
+    assert code == 0 and json.loads(stdout)["epochs_run"] == 1
+    saved = load_checkpoint(tmp_path / "m")
+    trained = train_model("gpt2", get_profile("smoke", tiny), 3, progress=False)
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in saved.state_dict().items())
+    assert Tokenizer.from_file(str(tmp_path / "m" / "tokenizer.json")).get_vocab_size() == 2048
+
+
+def test_subprocess(gpt2_dirs):
+    """`python -m lmc_core` as a user runs it: JSON on stdout, exit status 0."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "lmc_core", "barrier", str(gpt2_dirs / "a"), str(gpt2_dirs / "b"),
+                           "--data", str(gpt2_dirs / "text.txt"), "--lambdas", "3"],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1], timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["lambdas"] == [0.0, 0.5, 1.0] and result["loss_barrier"] >= 0
+
+
+def _namespace(**changes):
+    from argparse import Namespace
+
+    return Namespace(**({"tokenizer": None, "block_size": None, "batch_size": 32, "device": "cpu", "mean": None,
+                         "std": None} | changes))

@@ -153,6 +153,68 @@ class ExperimentRecipe:
 
 
 @dataclass(frozen=True)
+class UnlearnRecipe:
+    """Machine unlearning (lmc_core.unlearning): which training samples are forgotten, and how.
+
+    ManiF-SMC's values are its released MNIST script's (k = 5, Adam 5e-4 for one epoch over the
+    erased samples, loss scale 0.1, surrogate at t = 0.5, 200-400 erased samples); the others
+    are ours. One set of values serves every profile: the chapter's cost is set by the ViT recipe.
+    """
+
+    forget_size: int = 300  # random training samples erased per forget set
+    seeds: tuple[int, ...] = (0, 1, 2)  # one forget set, one original and one retrained model per seed
+    k: int = 5  # retained neighbours of each erased sample (ManiF-SMC)
+    lr: float = 5e-4  # Adam, every post-hoc method
+    batch_size: int = 64  # erased samples per step, and retained samples per fine-tuning step
+    loss_scale: float = 0.1  # ManiF-SMC: weight of (triplet hinge + cross-entropy on positives)
+    surrogate_t: float = 0.5  # self-mode-connectivity surrogate: the model lerped to a fresh init
+    surrogate_steps: int = 50  # Adam steps on retained data of the "trained surrogate" variant: ours
+    finetune_steps: int = 100  # fine-tuning baseline: Adam steps on retained data: ours
+    eval_retain: int = 1000  # retained samples in the metrics and the attack's calibration
+    lambdas: int = 3  # λ grid of the barriers to the retrained model (3: 0, 0.5, 1)
+
+    def __post_init__(self) -> None:
+        if self.forget_size < 1 or self.k < 1 or self.batch_size < 1 or self.eval_retain < 1:
+            raise ValueError("unlearn.forget_size, .k, .batch_size and .eval_retain must be >= 1")
+        if not self.seeds:
+            raise ValueError("unlearn.seeds needs at least one seed")
+        if not 0.0 < self.surrogate_t < 1.0:
+            raise ValueError(f"unlearn.surrogate_t = {self.surrogate_t}; it must lie in (0, 1)")
+        if self.lambdas < 2:
+            raise ValueError(f"unlearn.lambdas = {self.lambdas}; the grid needs both ends (>= 2)")
+
+
+@dataclass(frozen=True)
+class CurveRecipe:
+    """Trained curves between two models and the multi-task trade-off (lmc_core.curves,
+    lmc_core.multitask). Garipov et al.'s curve is a Bézier with 3 bends; EXTRA's a NURBS with
+    5 control points. Adam instead of their SGD (what our trainer and learned matching use);
+    steps, rates and weightings are ours."""
+
+    kind: str = "bezier"  # the curve of the curves-vs-lines comparison (Garipov's)
+    num_bends: int = 3  # control points, both ends included (3: one free bend)
+    steps: int = 1000  # Adam steps of a curve fit, one t ~ U(0, 1) per batch
+    lr: float = 1e-3
+    weight_decay: float = 1e-4  # 0.5 wd ||θ(t)||² on the point's weight matrices (Garipov's form): ours
+    align_method: str = "weight_matching"  # the alignment before "curve after alignment"
+    task_weights: tuple[float, ...] = (0.95, 0.75, 0.5, 0.25, 0.05)  # fine-task weight per front model; A first, B last
+    mt_num_bends: int = 5  # EXTRA's 5 control points
+    mt_steps: int = 1000  # Adam steps of a trade-off curve, two t per step
+    order_weight: float = 1.0  # weight of EXTRA's order-aware term
+    mt_seeds: int = 3  # independent repeats of the trade-off study
+
+    def __post_init__(self) -> None:
+        _check_choice("curves.kind", self.kind, ("bezier", "nurbs", "polychain"))
+        _check_choice("curves.align_method", self.align_method, ("weight_matching", "learned_matching"))
+        if self.num_bends < 3 or self.mt_num_bends < 3:
+            raise ValueError("curves.num_bends and curves.mt_num_bends must be >= 3 (both ends and a bend)")
+        if len(self.task_weights) < 2 or any(not 0.0 <= w <= 1.0 for w in self.task_weights):
+            raise ValueError(f"curves.task_weights = {self.task_weights}; need >= 2 weights in [0, 1]")
+        if self.steps < 1 or self.mt_steps < 1 or self.mt_seeds < 1:
+            raise ValueError("curves.steps, curves.mt_steps and curves.mt_seeds must be >= 1")
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named bundle of recipes plus the device to run on."""
 
@@ -163,6 +225,8 @@ class Profile:
     eval: EvalRecipe = field(default_factory=EvalRecipe)
     align: AlignRecipe = field(default_factory=AlignRecipe)
     experiment: ExperimentRecipe = field(default_factory=ExperimentRecipe)
+    unlearn: UnlearnRecipe = field(default_factory=UnlearnRecipe)
+    curves: CurveRecipe = field(default_factory=CurveRecipe)
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, DEVICES)
@@ -178,6 +242,8 @@ SECTIONS: dict[str, type] = {
     "eval": EvalRecipe,
     "align": AlignRecipe,
     "experiment": ExperimentRecipe,
+    "unlearn": UnlearnRecipe,
+    "curves": CurveRecipe,
 }
 
 # The dataclass defaults are the paper's recipes; the paper trained its ViT on CIFAR-10.
@@ -231,6 +297,9 @@ _SMOKE = Profile(
         n_pairs=3, n_multi=3, hetero_wide=64, hetero_narrow=(32, 16), simplex_resolution=4,
         lambdas=11,
     ),
+    # ~45 ms a curve step on one core: 100 steps (about 0.6 of an epoch of the smoke subset) and
+    # four front models keep the curves chapter near 3 minutes; one trade-off seed.
+    curves=CurveRecipe(steps=100, task_weights=(0.95, 0.65, 0.35, 0.05), mt_steps=100, mt_seeds=1),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _FULL, _PAPER)}

@@ -257,12 +257,14 @@ _PIPE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?\s*$
 
 
 _PROGRESS_BAR = re.compile(r"\d+%\||it/s\]|s/it\]|\r")
+MAX_PRINTED_LINE = 100  # characters of monospace output that fit the text column at 1280 px
 _WARNING = re.compile(r"\b\w*Warning\b:|^WARNING\b", re.M)
 
 
 def notebook_output_problems(cells: list[dict]) -> list[str]:
     """What a reader must never see in a shown cell's outputs: a traceback, a progress bar, a
-    warning, anything on stderr. One line per problem, naming the cell."""
+    warning, anything on stderr, a printed line the page clips. One line per problem, naming the
+    cell."""
     problems: dict[tuple[int, str], str] = {}  # one line per cell and kind (papermill streams in many pieces)
     for index, cell in enumerate(cells):
         tags = cell.get("metadata", {}).get("tags", [])
@@ -283,6 +285,10 @@ def notebook_output_problems(cells: list[dict]) -> list[str]:
                 problems.setdefault((index, "stderr"), f"cell {index}: output on stderr ({first!r})")
             elif _WARNING.search(text):
                 problems.setdefault((index, "warning"), f"cell {index}: a warning in the output ({first!r})")
+            elif kind == "stream" and any(len(line) > MAX_PRINTED_LINE for line in text.splitlines()):
+                long = next(line for line in text.splitlines() if len(line) > MAX_PRINTED_LINE)
+                problems.setdefault((index, "long"), f"cell {index}: a printed line of {len(long)} characters "
+                                    f"is clipped by the page ({long[:40]!r}…): print less, or display Markdown")
     return list(problems.values())
 
 
@@ -378,7 +384,8 @@ window.addEventListener("load", function () {
     if (width > column.clientWidth + 1 || wrapper.scrollWidth > wrapper.clientWidth + 1) {
       var head = table.querySelector("tr");
       found.push("table " + (i + 1) + " is " + Math.round(width) + " px wide, the column "
-                 + column.clientWidth + " px (" + (head ? head.innerText.replace(/\\s+/g, " ").slice(0, 60) : "") + ")");
+                 + column.clientWidth + " px, its box " + wrapper.clientWidth + " px ("
+                 + (head ? head.innerText.replace(/\\s+/g, " ").slice(0, 60) : "") + ")");
     }
   });
   document.body.setAttribute("data-lmc-overflow", JSON.stringify(found));

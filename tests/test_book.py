@@ -178,11 +178,12 @@ def test_output_problems_traceback_progress_stderr_warning():
         cell({"output_type": "stream", "name": "stderr", "text": "something on stderr\n"}),
         cell({"output_type": "stream", "name": "stdout", "text": "x.py:3: UserWarning: careful\n"}),
         cell({"output_type": "stream", "name": "stderr", "text": "hidden\n"}, tags=["remove-output"]),
+        cell({"output_type": "stream", "name": "stdout", "text": "x" * 101 + "\n"}),
     ]
     problems = check_book.notebook_output_problems(cells)
-    assert [p.split(":")[0] for p in problems] == ["cell 1", "cell 2", "cell 3", "cell 4"]
+    assert [p.split(":")[0] for p in problems] == ["cell 1", "cell 2", "cell 3", "cell 4", "cell 6"]
     assert "traceback" in problems[0] and "progress bar" in problems[1]
-    assert "stderr" in problems[2] and "warning" in problems[3]
+    assert "stderr" in problems[2] and "warning" in problems[3] and "clipped" in problems[4]
 
 
 @needs_chromium

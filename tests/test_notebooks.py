@@ -21,6 +21,8 @@ def test_one_parameters_cell_and_hidden_plumbing(path):
     cells = [c for c in _cells(path) if c["cell_type"] == "code"]
     tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters' (papermill needs one)"
+    for line in "".join(tagged[0]["source"]).splitlines():  # shown: the book's code column clips longer
+        assert len(line) <= 92, f"{path.name}: parameters line too long for the page: {line}"
     for cell in cells:
         source = "".join(cell["source"])
         tags = cell["metadata"].get("tags", [])

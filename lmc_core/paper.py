@@ -624,6 +624,7 @@ def space_sentences(parts: Sequence[Mapping[str, Any]]) -> list[str]:
     out = [f"The change of space alone (canonical weights interpolated, nothing aligned) "
            f"{'lowers' if space > 0 else 'raises'} the barrier by {abs(space):.3f}"
            + (f" ± {se:.3f}" if se is not None else "")
+           + ("" if se is None or abs(space) > 2 * se else ", within two standard errors of zero")
            + f" against vanilla ({first['n']} pair{'s' if first['n'] != 1 else ''}; "
            + "positive shares below are gains, negative ones losses)."]
     for p in parts:

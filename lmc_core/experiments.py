@@ -24,8 +24,10 @@ from .profiles import Profile
 from .train import train_model
 
 KINDS = ("vit", "gpt2")
-PAIRWISE_METHODS = ("vanilla", "activation_matching", "weight_matching", "learned_matching_permutation",
-                    "learned_matching")
+# canonical_unaligned is the control for the change of space: every aligned method interpolates
+# canonical weights, vanilla raw ones; this one interpolates canonical weights with nothing aligned.
+PAIRWISE_METHODS = ("vanilla", "canonical_unaligned", "activation_matching", "weight_matching",
+                    "learned_matching_permutation", "learned_matching")
 
 
 @dataclass
@@ -37,6 +39,15 @@ class StudyData:
     train: Any
     test: Any
     description: str
+
+
+def test_blocks(tokens: Any, profile: Profile) -> torch.Tensor:
+    """The GPT-2 test blocks every text number is measured on: the profile's seeded subset."""
+    blocks = tokens.blocks("test", profile.gpt2.block_size)
+    if profile.eval.test_blocks is not None:
+        pick = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(0))
+        blocks = blocks[pick[: profile.eval.test_blocks]]
+    return blocks
 
 
 def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0) -> StudyData:
@@ -59,15 +70,12 @@ def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0)
         r = profile.gpt2
         tokens = load_token_dataset(r.corpus, r.tokenizer)
         train_blocks = tokens.blocks("train", r.block_size)
-        test_blocks = tokens.blocks("test", r.block_size)
-        if profile.eval.test_blocks is not None:
-            pick = torch.randperm(len(test_blocks), generator=torch.Generator().manual_seed(0))
-            test_blocks = test_blocks[pick[: profile.eval.test_blocks]]
+        test = test_blocks(tokens, profile)
         return StudyData(
             kind,
             token_batches(train_blocks, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),
-            token_batches(test_blocks, profile.eval.batch_size, device=device, shuffle=False),
-            f"{r.corpus} ({r.tokenizer} tokens): {len(test_blocks)} test blocks of {r.block_size}",
+            token_batches(test, profile.eval.batch_size, device=device, shuffle=False),
+            f"{r.corpus} ({r.tokenizer} tokens): {len(test)} test blocks of {r.block_size}",
         )
     raise ValueError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
 
@@ -95,10 +103,16 @@ def align_options(profile: Profile, **overrides: Any) -> dict[str, Any]:
 
 def align_by_name(method: str, model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
                   **overrides: Any) -> Alignment | None:
-    """One of the book's method names (None for vanilla: nothing to align)."""
+    """One of the book's method names (None for vanilla: nothing to align; the identity symmetry
+    on the canonical forms for canonical_unaligned: nothing trained or matched)."""
     opts = align_options(profile, **overrides)
     if method == "vanilla":
         return None
+    if method == "canonical_unaligned":
+        from .adapters import canonicalize
+        from .symmetry import Symmetry
+
+        return Alignment(method, Symmetry(), canonicalize(model_a), canonicalize(model_b))
     if method == "activation_matching":
         return align(model_a, model_b, "activation_matching", data=data.train, **opts)
     if method == "weight_matching":
@@ -112,7 +126,7 @@ def align_by_name(method: str, model_a: nn.Module, model_b: nn.Module, profile: 
         return align(model_a, model_b, "learned_matching", data=data.train, **opts)
     if method == "soft":
         return align(model_a, model_b, "soft", data=data.train, **opts)
-    raise ValueError(f"unknown method {method!r}")
+    raise ValueError(f"unknown method {method!r}; valid: {', '.join((*PAIRWISE_METHODS, 'weight_matching_permutation', 'soft'))}")
 
 
 def result_row(method: str, models: list[int], result: BarrierResult, **extra: Any) -> dict[str, Any]:

@@ -99,7 +99,13 @@ ORDER_RELATIONS: tuple[tuple[str, str], ...] = (
     ("weight_matching", "learned_matching"),
     ("learned_matching_permutation", "learned_matching"),
 )
-SHORT = {"vanilla": "vanilla", "activation_matching": "AM", "weight_matching": "WM",
+# Compared against each other with per-pair differences: the paper's order, WM vs LM-perm (the
+# paper does not order them: LM-perm is at or above WM in three of its five columns).
+PAIRED_RELATIONS: tuple[tuple[str, str], ...] = (*ORDER_RELATIONS, ("weight_matching", "learned_matching_permutation"))
+# Our control, not in the paper: canonical weights interpolated with nothing aligned.
+CONTROL = "canonical_unaligned"
+COMPARED_METHODS = ("vanilla", CONTROL, *TABLE2_METHODS[1:])
+SHORT = {"vanilla": "vanilla", CONTROL: "canonical", "activation_matching": "AM", "weight_matching": "WM",
          "learned_matching_permutation": "LM-perm", "learned_matching": "LM"}
 ZERO_BARRIER = 0.05  # a loss barrier at most this large counts as "about zero" (paper: ≤ 0.02 on four columns)
 
@@ -306,7 +312,7 @@ def compare_table2(records: Iterable[Mapping[str, Any]]) -> list[Comparison]:
         kind = kind_of(dataset)
         for row in record.get("rows", []):
             method = row.get("method")
-            if method not in TABLE2_METHODS or row.get("loss_barrier") is None:
+            if method not in COMPARED_METHODS or row.get("loss_barrier") is None:
                 continue
             if any(k in row for k in ("lambda_sampler", "width_b", "init")):
                 continue
@@ -315,11 +321,11 @@ def compare_table2(records: Iterable[Mapping[str, Any]]) -> list[Comparison]:
             meta[key] = str(record.get("notebook"))
     out = []
     for (kind, dataset, profile, method), rows in sorted(
-            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], TABLE2_METHODS.index(kv[0][3]))):
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], COMPARED_METHODS.index(kv[0][3]))):
         loss, loss_se = mean_se([float(r["loss_barrier"]) for r in rows])
         accs = [float(r["acc_barrier"]) for r in rows if r.get("acc_barrier") is not None]
         column = PAPER_COLUMN_FOR.get((kind, dataset))
-        paper_mean, paper_se = TABLE2[method][column] if column else (None, None)
+        paper_mean, paper_se = TABLE2[method][column] if column and method in TABLE2 else (None, None)
         out.append(Comparison(kind, dataset, profile, meta[(kind, dataset, profile, method)], method, len(rows),
                               loss, loss_se, mean_se(accs)[0] if accs else None, column, paper_mean, paper_se))
     return out
@@ -356,6 +362,19 @@ def endpoint_summary(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
     return out
 
 
+def baseline_summary(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The trivial baselines a pairwise chapter saved (`baselines=`), as endpoint_summary rows."""
+    out = []
+    for record in records:
+        dataset = (record.get("datasets") or [record.get("dataset")])[0]
+        for b in record.get("baselines") or []:
+            out.append({"model": f"baseline: {b['model']}", "dataset": dataset, "profile": record.get("profile"),
+                        "models": "—", "test_loss": b["test_loss"], "test_loss_se": None,
+                        "test_accuracy": b.get("test_accuracy"), "paper_column": "—",
+                        "paper_test_loss": None, "paper_test_accuracy": None})
+    return out
+
+
 # -- the method order ----------------------------------------------------------------------------
 
 @dataclass
@@ -369,27 +388,111 @@ class OrderCheck:
     larger_se: float | None
     smaller_se: float | None
     holds: bool
-    resolved: bool | None  # the difference exceeds twice the combined s.e. (None: no s.e., n < 2)
+    # the difference exceeds twice its s.e. (paired over pairs when known; None: n < 2)
+    resolved: bool | None
 
     @property
     def text(self) -> str:
         return f"{SHORT[self.larger]} > {SHORT[self.smaller]}"
 
 
-def method_order(comparisons: Sequence[Comparison]) -> list[OrderCheck]:
-    """Check vanilla > AM > {WM, LM-perm} > LM on our means (the relations present in the rows)."""
+@dataclass
+class PairedDifference:
+    """`larger − smaller` of one metric over the pairs that ran both methods: mean ± s.e. of the
+    per-pair differences and how many of them are positive."""
+
+    larger: str
+    smaller: str
+    differences: list[float]
+    mean: float
+    se: float | None
+    positive: int
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+    @property
+    def resolved(self) -> bool | None:
+        """The mean difference exceeds twice its standard error (None with a single pair)."""
+        return None if self.se is None else abs(self.mean) > 2 * self.se
+
+    @property
+    def text(self) -> str:
+        se = f" ± {self.se:.3f}" if self.se is not None else ""
+        return (f"{SHORT.get(self.larger, self.larger)} − {SHORT.get(self.smaller, self.smaller)}: "
+                f"{self.mean:+.3f}{se}, {self.positive}/{self.n} pair{'s' if self.n != 1 else ''}")
+
+
+def _by_pair(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[tuple[int, ...], dict[str, float]]:
+    """{pair: {method: value}} of the plain Table 2 rows (no λ sampler, width or init knob)."""
+    out: dict[tuple[int, ...], dict[str, float]] = {}
+    for row in rows:
+        if row.get(metric) is None or not row.get("models") or any(
+                k in row for k in ("lambda_sampler", "width_b", "init")):
+            continue
+        out.setdefault(tuple(row["models"]), {})[row["method"]] = float(row[metric])
+    return out
+
+
+def paired_differences(rows: Iterable[Mapping[str, Any]],
+                       relations: Sequence[tuple[str, str]] = PAIRED_RELATIONS,
+                       metric: str = "loss_barrier") -> list[PairedDifference]:
+    """Per-pair differences `larger − smaller` for every relation whose two methods ran on at
+    least one common pair (rows of one data set and profile: results.json rows)."""
+    by_pair = _by_pair(rows, metric)
+    out = []
+    for larger, smaller in relations:
+        diffs = [v[larger] - v[smaller] for v in by_pair.values() if larger in v and smaller in v]
+        if diffs:
+            mean, se = mean_se(diffs)
+            out.append(PairedDifference(larger, smaller, diffs, mean, se, sum(d > 0 for d in diffs)))
+    return out
+
+
+def paired_rows(paired: Sequence[PairedDifference]) -> list[dict[str, Any]]:
+    """A table of paired differences: relation, mean ± s.e., sign count, resolved."""
+    return [{"difference": f"{SHORT.get(p.larger, p.larger)} − {SHORT.get(p.smaller, p.smaller)}",
+             "mean ± s.e.": f"{p.mean:+.3f}" + (f" ± {p.se:.3f}" if p.se is not None else ""),
+             "positive": f"{p.positive}/{p.n}",
+             "resolved": {True: "yes", False: "no", None: "n/a (1 pair)"}[p.resolved],
+             "in the paper's order": "yes" if (p.larger, p.smaller) in ORDER_RELATIONS else "no (not ordered)"}
+            for p in paired]
+
+
+def paired_by_group(records: Iterable[Mapping[str, Any]], metric: str = "loss_barrier"
+                    ) -> dict[tuple[str, str, str], list[PairedDifference]]:
+    """Paired differences per (kind, dataset, profile) of the pairwise records (the keys of
+    `group_comparisons`)."""
+    rows: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for record in records:
+        dataset = (record.get("datasets") or [record.get("dataset")])[0]
+        key = (kind_of(dataset), dataset, str(record.get("profile")))
+        rows.setdefault(key, []).extend(record.get("rows", []))
+    return {key: paired_differences(r, metric=metric) for key, r in rows.items()}
+
+
+def method_order(comparisons: Sequence[Comparison],
+                 paired: Sequence[PairedDifference] | None = None) -> list[OrderCheck]:
+    """Check vanilla > AM > {WM, LM-perm} > LM on our means (the relations present in the rows).
+    A relation is resolved when its difference exceeds twice its s.e.: the s.e. of the per-pair
+    differences when `paired` is given, else the two means' s.e. combined."""
     by_method = {c.method: c for c in comparisons}
+    by_relation = {(p.larger, p.smaller): p for p in paired or ()}
     checks = []
     for larger, smaller in ORDER_RELATIONS:
         if larger not in by_method or smaller not in by_method:
             continue
         big, small = by_method[larger], by_method[smaller]
         diff = big.loss_barrier - small.loss_barrier
-        se = None
-        if big.loss_barrier_se is not None and small.loss_barrier_se is not None:
-            se = math.hypot(big.loss_barrier_se, small.loss_barrier_se)
+        if (larger, smaller) in by_relation:
+            resolved = by_relation[(larger, smaller)].resolved
+        elif big.loss_barrier_se is not None and small.loss_barrier_se is not None:
+            resolved = abs(diff) > 2 * math.hypot(big.loss_barrier_se, small.loss_barrier_se)
+        else:
+            resolved = None
         checks.append(OrderCheck(larger, smaller, big.loss_barrier, small.loss_barrier, big.loss_barrier_se,
-                                 small.loss_barrier_se, diff > 0, None if se is None else abs(diff) > 2 * se))
+                                 small.loss_barrier_se, diff > 0, resolved))
     return checks
 
 
@@ -402,36 +505,49 @@ def paper_order(column: str) -> list[OrderCheck]:
     return checks
 
 
-def order_sentences(comparisons: Sequence[Comparison]) -> list[str]:
+def _order_counts(checks: Sequence[OrderCheck]) -> tuple[list[OrderCheck], list[OrderCheck], list[OrderCheck]]:
+    """(hold and resolved, hold in the mean only, do not hold)."""
+    return ([c for c in checks if c.holds and c.resolved], [c for c in checks if c.holds and not c.resolved],
+            [c for c in checks if not c.holds])
+
+
+def order_sentences(comparisons: Sequence[Comparison],
+                    paired: Sequence[PairedDifference] | None = None) -> list[str]:
     """Plain sentences, generated from the numbers, on what agrees with the paper and what does
-    not for one data set (all comparisons of one (kind, dataset, profile))."""
+    not for one data set (all comparisons of one (kind, dataset, profile)); `paired`: the
+    per-pair differences of the same rows, which then decide what is resolved."""
     if not comparisons:
         return []
     first = comparisons[0]
     where = f"{'ViT' if first.kind == 'vit' else 'GPT-2'} on {first.dataset} (profile {first.profile})"
     n = max(c.n for c in comparisons)
-    checks = method_order(comparisons)
+    checks = method_order(comparisons, paired)
     sentences = []
     if not checks:
         return [f"{where}: too few methods measured to check the order."]
-    held = [c for c in checks if c.holds]
-    failed = [c for c in checks if not c.holds]
-    if not failed:
-        sentences.append(f"{where}: every measured relation of the paper's order holds "
+    resolved, mean_only, failed = _order_counts(checks)
+    if len(resolved) == len(checks):
+        sentences.append(f"{where}: every measured relation of the paper's order holds and is resolved "
                          f"({', '.join(c.text for c in checks)}).")
     else:
-        sentences.append(f"{where}: {len(held)} of {len(checks)} relations of the paper's order hold"
-                         + (f" ({', '.join(c.text for c in held)})" if held else "")
-                         + "; " + "; ".join(f"{c.text} does not ({c.larger_value:.3f} vs {c.smaller_value:.3f})"
-                                             for c in failed) + ".")
+        parts = []
+        if resolved:
+            parts.append(f"{len(resolved)} hold and are resolved ({', '.join(c.text for c in resolved)})")
+        if mean_only:
+            parts.append(f"{len(mean_only)} hold in the mean but are not resolved "
+                         f"({', '.join(c.text for c in mean_only)})")
+        if failed:
+            parts.append(f"{len(failed)} do not hold ("
+                         + "; ".join(f"{c.text}: {c.larger_value:.3f} vs {c.smaller_value:.3f}" for c in failed)
+                         + ")")
+        sentences.append(f"{where}: of the {len(checks)} measured relations of the paper's order, "
+                         + "; ".join(parts) + ".")
     if n < 2:
         sentences.append(f"With {n} pair there is no standard error: the order is read off single "
                          "measurements and none of it is statistically resolved.")
     else:
-        unresolved = [c for c in checks if c.resolved is False]
-        if unresolved:
-            sentences.append("Within two standard errors (not resolved): "
-                             + ", ".join(c.text for c in unresolved) + ".")
+        sentences.append("Resolved: the difference exceeds twice its standard error"
+                         + (" (of the per-pair differences)." if paired else " (the two means' errors combined)."))
     by_method = {c.method: c for c in comparisons}
     lm = by_method.get("learned_matching")
     if lm is not None:
@@ -457,6 +573,72 @@ def order_sentences(comparisons: Sequence[Comparison]) -> list[str]:
                          f"{vanilla.paper_loss_barrier:.2f} on {COLUMNS[vanilla.paper_column]['label']} "
                          f"({ratio:.2f}× the paper's).")
     return sentences
+
+
+def paired_sentences(paired: Sequence[PairedDifference]) -> list[str]:
+    """One sentence listing every paired difference, and what WM vs LM-perm shows."""
+    if not paired:
+        return []
+    out = ["Paired over the same pairs (mean difference ± s.e., pairs where it is positive): "
+           + "; ".join(p.text for p in paired) + "."]
+    wm = next((p for p in paired if (p.larger, p.smaller) == ("weight_matching", "learned_matching_permutation")),
+              None)
+    if wm is not None:
+        side = "WM above LM-perm" if wm.mean > 0 else "LM-perm at or above WM"
+        out.append(f"WM vs LM-perm (not ordered by the paper, which finds LM-perm at or above WM in three of "
+                   f"its five columns): {side} in the mean"
+                   + (", resolved." if wm.resolved else ", not resolved."))
+    return out
+
+
+def space_and_alignment(rows: Iterable[Mapping[str, Any]], metric: str = "loss_barrier") -> list[dict[str, Any]]:
+    """Each aligned method's gain over vanilla split, per pair, into the change of space (vanilla −
+    canonical_unaligned: canonical instead of raw weights, nothing aligned) and the alignment
+    (canonical_unaligned − method). One row per method with mean, s.e. and the pairs."""
+    by_pair = _by_pair(rows, metric)
+    out = []
+    for method in COMPARED_METHODS[2:]:
+        common = [v for v in by_pair.values() if {"vanilla", CONTROL, method} <= v.keys()]
+        if not common:
+            continue
+        row: dict[str, Any] = {"method": method, "n": len(common)}
+        for part, values in (("gain", [v["vanilla"] - v[method] for v in common]),
+                             ("space", [v["vanilla"] - v[CONTROL] for v in common]),
+                             ("alignment", [v[CONTROL] - v[method] for v in common])):
+            row[f"{part}_mean"], row[f"{part}_se"] = mean_se(values)
+            row[part] = f"{row[f'{part}_mean']:+.3f}" + (f" ± {row[f'{part}_se']:.3f}"
+                                                          if row[f"{part}_se"] is not None else "")
+        gain = row["gain_mean"]
+        row["space_share"] = row["space_mean"] / gain if gain > 0 else None
+        out.append(row)
+    return out
+
+
+def space_sentences(parts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Sentences on how much of each method's gain over vanilla is the space and how much the
+    alignment, from `space_and_alignment`."""
+    if not parts:
+        return []
+    first = parts[0]
+    space, se = first["space_mean"], first["space_se"]
+    out = [f"The change of space alone (canonical weights interpolated, nothing aligned) "
+           f"{'lowers' if space > 0 else 'raises'} the barrier by {abs(space):.3f}"
+           + (f" ± {se:.3f}" if se is not None else "")
+           + ("" if se is None or abs(space) > 2 * se else ", within two standard errors of zero")
+           + f" against vanilla ({first['n']} pair{'s' if first['n'] != 1 else ''}; "
+           + "positive shares below are gains, negative ones losses)."]
+    for p in parts:
+        label = SHORT.get(p["method"], p["method"])
+        if p["space_share"] is None:
+            out.append(f"{label} does not lower the barrier below vanilla (gain {p['gain']}): its alignment "
+                       f"adds {p['alignment']} on top of the canonical control.")
+            continue
+        out.append(f"{label}: of its gain {p['gain']} over vanilla, {p['space']} "
+                   f"({100 * p['space_share']:.0f}%) is the space and {p['alignment']} "
+                   f"({100 * (1 - p['space_share']):.0f}%) the alignment"
+                   + ("" if p["alignment_mean"] > 0 else " — the alignment itself does not help beyond the space")
+                   + ".")
+    return out
 
 
 def group_comparisons(comparisons: Sequence[Comparison]) -> dict[tuple[str, str, str], list[Comparison]]:
@@ -536,22 +718,31 @@ def inventory_sentences(inventory: Sequence[Mapping[str, Any]], profile: str) ->
     return out
 
 
-def verdict_sentences(comparisons: Sequence[Comparison], profile: str) -> list[str]:
-    """A summary over all our data sets: how many relations of the paper's order hold, and
-    whether LM reaches about zero, plus what the profile's numbers mean."""
+def verdict_sentences(comparisons: Sequence[Comparison], profile: str,
+                      paired: Mapping[tuple[str, str, str], Sequence[PairedDifference]] | None = None
+                      ) -> list[str]:
+    """A summary over all our data sets: how many relations of the paper's order hold (resolved,
+    or in the mean only), and whether LM reaches about zero, plus what the profile's numbers
+    mean. `paired`: `paired_by_group` of the same records, which then decides what is resolved."""
     groups = group_comparisons(comparisons)
     if not groups:
         return ["No pairwise results were found, so nothing can be compared with the paper yet.",
                 profile_sentence(profile)]
     out = []
     for (kind, dataset, prof), group in groups.items():
-        checks = method_order(group)
-        held = sum(c.holds for c in checks)
+        checks = method_order(group, (paired or {}).get((kind, dataset, prof)))
+        resolved, mean_only, failed = _order_counts(checks)
         lm = {c.method: c for c in group}.get("learned_matching")
         where = f"{'ViT' if kind == 'vit' else 'GPT-2'} on {dataset}"
-        text = f"{where}: {held} of {len(checks)} relations of the paper's method order hold"
-        if checks and held == len(checks):
+        text = f"{where}: {len(resolved)} of {len(checks)} relations of the paper's method order hold and are resolved"
+        if mean_only:
+            text += f", {len(mean_only)} hold in the mean but are not resolved"
+        if failed:
+            text += f", {len(failed)} do not hold"
+        if checks and len(resolved) == len(checks):
             text += " — the order agrees with the paper"
+        elif checks and not failed:
+            text += " — the order agrees with the paper in the mean, but not every relation is resolved"
         if lm is not None:
             text += (f"; learned matching leaves {lm.loss_barrier:.3f}"
                      + (" (about zero, as in the paper)" if lm.loss_barrier <= ZERO_BARRIER else
@@ -565,8 +756,10 @@ def verdict_sentences(comparisons: Sequence[Comparison], profile: str) -> list[s
 
 __all__ = [
     "COLUMNS", "DATASET_DIFFERENCES", "ENDPOINTS", "ORDER_RELATIONS", "PAPER", "PAPER_COLUMN_FOR", "TABLE2",
-    "TABLE2_METHODS", "Comparison", "OrderCheck", "chapter_inventory", "compare_table2", "default_runs_dir",
+    "TABLE2_METHODS", "COMPARED_METHODS", "CONTROL", "PAIRED_RELATIONS", "Comparison", "OrderCheck",
+    "PairedDifference", "baseline_summary", "chapter_inventory", "compare_table2", "default_runs_dir",
     "endpoint_summary", "find_results", "group_comparisons", "inventory_sentences", "is_table2_record", "kind_of",
-    "method_order", "order_sentences", "paper_order", "paper_table", "profile_sentence", "table2_records",
+    "method_order", "order_sentences", "paired_by_group", "paired_differences", "paired_rows", "paired_sentences",
+    "paper_order", "space_and_alignment", "space_sentences", "paper_table", "profile_sentence", "table2_records",
     "verdict_sentences",
 ]

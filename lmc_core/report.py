@@ -37,6 +37,7 @@ from .profiles import Profile, get_profile, resolve_device
 # Alignment methods, in the order of the paper's Table 2 (then the soft variant of App. D).
 METHODS = (
     "vanilla",
+    "canonical_unaligned",
     "activation_matching",
     "weight_matching",
     "learned_matching_permutation",
@@ -45,6 +46,7 @@ METHODS = (
 )
 METHOD_LABELS = {
     "vanilla": "Vanilla averaging",
+    "canonical_unaligned": "Canonical, unaligned (control)",
     "activation_matching": "Activation matching",
     "weight_matching": "Weight matching",
     "learned_matching_permutation": "Learned matching (permutations only)",

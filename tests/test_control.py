@@ -1,0 +1,25 @@
+"""The canonical_unaligned control: the canonical forms of the two raw models, nothing aligned."""
+
+import torch
+from helpers import make_vit, randomize_, raw_logits, vit_images
+
+from lmc_core import experiments
+from lmc_core.adapters import canonicalize
+from lmc_core.metrics import model_logits
+from lmc_core.profiles import get_profile
+
+
+def test_canonical_unaligned_keeps_both_functions_and_aligns_nothing():
+    a = randomize_(make_vit(dtype=torch.float64), seed=0)
+    b = randomize_(make_vit(dtype=torch.float64), seed=1)
+    found = experiments.align_by_name("canonical_unaligned", a, b, get_profile("smoke"), data=None)
+    sym = found.symmetry
+    assert sym.residual is None and sym.heads is None and sym.mlp is None  # the identity
+    x = vit_images(a)
+    with torch.no_grad():
+        for raw, canon in ((a, found.model_a), (b, found.model_b)):
+            assert (model_logits(canon, x) - raw_logits(raw, x)).abs().max() < 1e-9
+    # B is not moved towards A: its canonical weights are exactly B's own canonical form
+    own = canonicalize(b).params()
+    assert all(torch.equal(v, own[k]) for k, v in found.model_b.params().items())
+    assert "canonical_unaligned" in experiments.PAIRWISE_METHODS

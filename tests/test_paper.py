@@ -1,0 +1,58 @@
+"""Paired comparisons between methods, the canonical control's share and the order's wording."""
+
+import math
+
+import pytest
+
+from lmc_core import paper
+
+# loss barriers per pair: WM − LM = 0.1, 0.2, 0.3 (resolved); AM − WM = +0.5, −0.1, +0.2 (not)
+BARRIERS = {
+    (0, 1): {"vanilla": 2.0, "canonical_unaligned": 1.5, "activation_matching": 1.0, "weight_matching": 0.5,
+             "learned_matching_permutation": 0.6, "learned_matching": 0.4},
+    (2, 3): {"vanilla": 2.2, "canonical_unaligned": 1.2, "activation_matching": 0.7, "weight_matching": 0.8,
+             "learned_matching_permutation": 0.7, "learned_matching": 0.6},
+    (4, 5): {"vanilla": 1.8, "canonical_unaligned": 1.4, "activation_matching": 0.9, "weight_matching": 0.7,
+             "learned_matching_permutation": 0.65, "learned_matching": 0.4},
+}
+ROWS = [{"method": m, "models": list(pair), "loss_barrier": v} for pair, d in BARRIERS.items() for m, v in d.items()]
+RECORD = {"notebook": "03_vit_pairwise", "datasets": ["fashion_mnist"], "profile": "smoke", "rows": ROWS}
+
+
+def test_paired_differences_are_per_pair():
+    found = {(p.larger, p.smaller): p for p in paper.paired_differences(ROWS)}
+    wm_lm = found[("weight_matching", "learned_matching")]
+    assert wm_lm.differences == pytest.approx([0.1, 0.2, 0.3])
+    assert wm_lm.mean == pytest.approx(0.2) and wm_lm.se == pytest.approx(0.1 / math.sqrt(3))
+    assert wm_lm.positive == 3 and wm_lm.resolved is True
+    assert wm_lm.text == "WM − LM: +0.200 ± 0.058, 3/3 pairs"
+    am_wm = found[("activation_matching", "weight_matching")]
+    assert am_wm.positive == 2 and am_wm.resolved is False
+    assert ("weight_matching", "learned_matching_permutation") in found  # not in the paper's order, still compared
+
+
+def test_order_sentence_never_says_holds_for_an_unresolved_relation():
+    group = paper.compare_table2([RECORD])
+    paired = paper.paired_differences(ROWS)
+    first = paper.order_sentences(group, paired)[0]
+    assert "every measured relation" not in first
+    assert "hold in the mean but are not resolved" in first and "AM > WM" in first.split("not resolved")[1]
+    verdict = paper.verdict_sentences(group, "smoke", paper.paired_by_group([RECORD]))[0]
+    assert "in the mean" in verdict and "agrees with the paper in the mean" in verdict
+
+
+def test_space_and_alignment_add_up_to_the_gain():
+    parts = {p["method"]: p for p in paper.space_and_alignment(ROWS)}
+    assert set(parts) == {"activation_matching", "weight_matching", "learned_matching_permutation",
+                          "learned_matching"}
+    wm = parts["weight_matching"]
+    assert wm["space_mean"] == pytest.approx((0.5 + 1.0 + 0.4) / 3)
+    assert wm["space_mean"] + wm["alignment_mean"] == pytest.approx(wm["gain_mean"])
+    assert wm["space_share"] == pytest.approx(wm["space_mean"] / wm["gain_mean"])
+    assert "the space" in paper.space_sentences(list(parts.values()))[1]
+
+
+def test_control_is_compared_without_a_paper_number():
+    control = [c for c in paper.compare_table2([RECORD]) if c.method == "canonical_unaligned"]
+    assert len(control) == 1 and control[0].paper_loss_barrier is None
+    assert control[0].loss_barrier == pytest.approx((1.5 + 1.2 + 1.4) / 3)

@@ -119,18 +119,12 @@ def ngram(train: Tensor, val: Tensor, test: Tensor, vocab_size: int, order: int 
 
 def baselines(kind: str, profile: Profile) -> list[dict[str, Any]]:
     """The trivial baselines of one model kind on the profile's own splits (see the module doc)."""
-    from .data import load_image_dataset, load_token_dataset
-    from .experiments import test_blocks
+    from .data import load_token_dataset
+    from .experiments import image_splits, test_blocks
     from .train import _seeded_subset
 
     if kind == "vit":
-        r = profile.vit
-        train = load_image_dataset(r.dataset, "train")
-        if r.train_subset is not None:
-            train = train.subset(r.train_subset, seed=0)
-        test = load_image_dataset(r.dataset, "test")
-        if profile.eval.test_images is not None:
-            test = test.subset(profile.eval.test_images, seed=0)
+        train, test = image_splits(profile)
 
         def pixels(images: Tensor) -> Tensor:
             mean = torch.tensor(train.mean, dtype=torch.float64).view(1, -1, 1, 1)

@@ -50,21 +50,28 @@ def test_blocks(tokens: Any, profile: Profile) -> torch.Tensor:
     return blocks
 
 
+def image_splits(profile: Profile) -> tuple[Any, Any]:
+    """(train, test) images every ViT number uses: the ViT's seeded training subset and the
+    profile's seeded test subset."""
+    r = profile.vit
+    train = load_image_dataset(r.dataset, "train")
+    if r.train_subset is not None:
+        train = train.subset(r.train_subset, seed=0)
+    test = load_image_dataset(r.dataset, "test")
+    if profile.eval.test_images is not None:
+        test = test.subset(profile.eval.test_images, seed=0)
+    return train, test
+
+
 def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0) -> StudyData:
     """The training split (for alignment) and the profile's test subset (for barriers)."""
     if kind == "vit":
-        r = profile.vit
-        train = load_image_dataset(r.dataset, "train")
-        if r.train_subset is not None:
-            train = train.subset(r.train_subset, seed=0)
-        test = load_image_dataset(r.dataset, "test")
-        if profile.eval.test_images is not None:
-            test = test.subset(profile.eval.test_images, seed=0)
+        train, test = image_splits(profile)
         return StudyData(
             kind,
             image_batches(train, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),
             image_batches(test, profile.eval.batch_size, device=device, shuffle=False),
-            f"{r.dataset}: {len(test)} test images",
+            f"{profile.vit.dataset}: {len(test)} test images",
         )
     if kind == "gpt2":
         r = profile.gpt2

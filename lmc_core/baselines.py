@@ -2,8 +2,8 @@
 models lose to a linear classifier or a bigram table.
 
 - images: multinomial logistic regression on the normalised pixels, full-batch L-BFGS in
-  float64, its L2 strength chosen on a validation split held out (seeded, disjoint) from the
-  ViT's own training split, then refit on the whole training split;
+  float64, fit on the ViT's own training images, its L2 strength chosen on the validation
+  images the ViT's training holds out (``train.image_splits``);
 - text: count-based unigram and bigram models with add-k smoothing, counted on the GPT-2's own
   training blocks, k chosen on the text validation split, scored as the mean next-token
   cross-entropy on the chapter's test blocks (the targets a GPT-2 predicts: positions 1..T-1).
@@ -23,17 +23,6 @@ from .profiles import Profile
 
 L2_GRID = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 K_GRID = (1e-3, 1e-2, 0.1, 1.0)
-
-
-def holdout_split(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Disjoint (train, validation) row indices of `n` rows, a seeded random draw."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    n_val = max(1, round(n * val_fraction))
-    if n_val >= n:
-        raise ValueError(f"{n} rows are too few to hold out a validation split")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[n_val:], order[:n_val]
 
 
 def _fit_softmax(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int) -> tuple[Tensor, Tensor]:
@@ -59,23 +48,19 @@ def _score(x: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[float, float]:
             float((logits.argmax(-1) == y).double().mean()))
 
 
-def logistic_regression(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, num_classes: int,
-                        *, l2_grid: Sequence[float] = L2_GRID, val_fraction: float = 0.1, seed: int = 0,
+def logistic_regression(x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor, x_test: Tensor,
+                        y_test: Tensor, num_classes: int, *, l2_grid: Sequence[float] = L2_GRID,
                         max_iter: int = 200) -> dict[str, Any]:
-    """Multinomial logistic regression: L2 strength chosen on a held-out part of the training rows
-    (lowest validation loss), then refit on all training rows and scored on the test rows."""
-    x_train, x_test = x_train.double().flatten(1), x_test.double().flatten(1)
-    fit_idx, val_idx = holdout_split(len(x_train), val_fraction, seed)
-    val_losses = []
-    for l2 in l2_grid:
-        w, b = _fit_softmax(x_train[fit_idx], y_train[fit_idx], num_classes, l2, max_iter)
-        val_losses.append(_score(x_train[val_idx], y_train[val_idx], w, b)[0])
+    """Multinomial logistic regression fit on the training rows, its L2 strength chosen by the
+    lowest loss on the validation rows, scored on the test rows."""
+    x_train, x_val, x_test = (x.double().flatten(1) for x in (x_train, x_val, x_test))
+    fits = [_fit_softmax(x_train, y_train, num_classes, l2, max_iter) for l2 in l2_grid]
+    val_losses = [_score(x_val, y_val, w, b)[0] for w, b in fits]
     best = min(range(len(l2_grid)), key=val_losses.__getitem__)
-    w, b = _fit_softmax(x_train, y_train, num_classes, l2_grid[best], max_iter)
-    loss, acc = _score(x_test, y_test, w, b)
+    loss, acc = _score(x_test, y_test, *fits[best])
     return {"model": "logistic regression", "test_loss": loss, "test_accuracy": acc,
             "hyperparameter": "l2", "chosen": l2_grid[best], "grid": list(l2_grid), "val_losses": val_losses,
-            "train_rows": len(x_train), "val_rows": len(val_idx), "test_rows": len(x_test)}
+            "train_rows": len(x_train), "val_rows": len(x_val), "test_rows": len(x_test)}
 
 
 def _pairs(blocks: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,19 +105,19 @@ def ngram(train: Tensor, val: Tensor, test: Tensor, vocab_size: int, order: int 
 def baselines(kind: str, profile: Profile) -> list[dict[str, Any]]:
     """The trivial baselines of one model kind on the profile's own splits (see the module doc)."""
     from .data import load_token_dataset
-    from .experiments import image_splits, test_blocks
-    from .train import _seeded_subset
+    from .experiments import test_blocks
+    from .train import _seeded_subset, image_splits
 
     if kind == "vit":
-        train, test = image_splits(profile)
+        train, val, test = image_splits(profile)
 
         def pixels(images: Tensor) -> Tensor:
             mean = torch.tensor(train.mean, dtype=torch.float64).view(1, -1, 1, 1)
             std = torch.tensor(train.std, dtype=torch.float64).view(1, -1, 1, 1)
             return ((images.double() / 255 - mean) / std).flatten(1)
 
-        return [logistic_regression(pixels(train.images), train.labels, pixels(test.images), test.labels,
-                                    train.num_classes)]
+        return [logistic_regression(pixels(train.images), train.labels, pixels(val.images), val.labels,
+                                    pixels(test.images), test.labels, train.num_classes)]
     if kind == "gpt2":
         r = profile.gpt2
         tokens = load_token_dataset(r.corpus, r.tokenizer)

@@ -19,9 +19,9 @@ from .align.weight_matching import weight_distance as relative_distance
 from .barrier import BarrierResult, barrier, simplex_barrier
 from .cache import CheckpointCache
 from .canonical import CanonicalTransformer
-from .data import image_batches, load_image_dataset, load_token_dataset, token_batches
+from .data import image_batches, load_token_dataset, token_batches
 from .profiles import Profile
-from .train import train_model
+from .train import image_splits, train_model
 
 KINDS = ("vit", "gpt2")
 # canonical_unaligned is the control for the change of space: every aligned method interpolates
@@ -50,23 +50,10 @@ def test_blocks(tokens: Any, profile: Profile) -> torch.Tensor:
     return blocks
 
 
-def image_splits(profile: Profile) -> tuple[Any, Any]:
-    """(train, test) images every ViT number uses: the ViT's seeded training subset and the
-    profile's seeded test subset."""
-    r = profile.vit
-    train = load_image_dataset(r.dataset, "train")
-    if r.train_subset is not None:
-        train = train.subset(r.train_subset, seed=0)
-    test = load_image_dataset(r.dataset, "test")
-    if profile.eval.test_images is not None:
-        test = test.subset(profile.eval.test_images, seed=0)
-    return train, test
-
-
 def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0) -> StudyData:
     """The training split (for alignment) and the profile's test subset (for barriers)."""
     if kind == "vit":
-        train, test = image_splits(profile)
+        train, _, test = image_splits(profile)
         return StudyData(
             kind,
             image_batches(train, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),

@@ -54,11 +54,11 @@ from .barrier import lambda_grid
 from .cache import CheckpointCache
 from .canonical import canonical_forward
 from .curves import Objective, curve_points, fit_curve
-from .data import image_batches, load_image_dataset
+from .data import image_batches
 from .metrics import autocast_context, model_logits
 from .models import build_model
 from .profiles import Profile
-from .train import TRAINER_VERSION, epoch_seed, make_scheduler, param_groups
+from .train import TRAINER_VERSION, epoch_seed, image_splits, make_scheduler, param_groups
 
 FINE_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                 "Ankle boot")
@@ -136,9 +136,7 @@ def train_scalarised(profile: Profile, weight: float, seed: int, device: torch.d
         raise ValueError(f"the coarse task groups Fashion-MNIST's classes; vit.dataset is {r.dataset!r}")
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"task weight must lie in [0, 1], got {weight}")
-    train = load_image_dataset(r.dataset, "train")
-    if r.train_subset is not None:
-        train = train.subset(r.train_subset, seed=0)
+    train = image_splits(profile).train
     build = {"num_classes": NUM_FINE + NUM_COARSE, "in_chans": train.in_chans, "img_size": train.img_size}
     spec = scalarised_spec(profile, weight, seed)
     if cache is not None and (hit := cache.load(spec)) is not None:

@@ -10,8 +10,10 @@ The recipes are the paper's (SPEC Table 3), read from a profile:
   recipe says "onecycle" (warmup_epochs / epochs is its rising fraction).
 - ViT: random crop (padding ``recipe.pad``), flip and, for RGB, colour jitter on the device (unless the recipe turns
   augmentation off), a fresh seeded data order every epoch.
-- GPT-2: next-token loss on contiguous blocks, validation loss after every epoch, early
-  stopping after ``patience`` epochs without improvement; the best epoch's weights are returned.
+- Validation loss after every epoch; the best epoch's weights are returned. ViT: on
+  ``vit.val_images`` images held out of the train split (``image_splits``), every epoch run.
+  GPT-2: on the text's validation split, early stopping after ``patience`` epochs without
+  improvement.
 - Seeds: ``torch.manual_seed(seed)`` before the model is built decides the initialisation and
   the dropout stream; epoch e's data order and augmentation come from the seed pair (seed, e).
   On CPU the same seed gives bit-identical weights.
@@ -29,7 +31,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,7 +41,7 @@ from transformers.pytorch_utils import Conv1D
 
 from . import distributed
 from .cache import CheckpointCache
-from .data import image_batches, load_image_dataset, load_token_dataset, token_batches
+from .data import ImageDataset, image_batches, load_image_dataset, load_token_dataset, token_batches
 from .metrics import autocast_context, evaluate, model_logits
 from .models import build_model, count_parameters
 from .profiles import Profile, resolve_device
@@ -120,14 +122,30 @@ class _Task:
     test_batches: Batches  # the profile's evaluation subset: test metrics in the metadata
 
 
-def _vit_task(profile: Profile, seed: int, device: torch.device) -> _Task:
+class ImageSplits(NamedTuple):
+    """The three image sets every ViT number uses."""
+
+    train: ImageDataset  # what models are trained on (and alignment learns from)
+    val: ImageDataset  # held out of the train split: model selection and every tuned value
+    test: ImageDataset  # the profile's evaluation subset: the book's barriers and accuracies
+
+
+def image_splits(profile: Profile) -> ImageSplits:
+    """The profile's image splits: ``vit.val_images`` held out of the train split (stratified,
+    seed 1), the training subset drawn from the rest (seed 0), the test subset (seed 0)."""
     r = profile.vit
-    train = load_image_dataset(r.dataset, "train")
+    train, val = load_image_dataset(r.dataset, "train").split_off(r.val_images, seed=1)
     if r.train_subset is not None:
         train = train.subset(r.train_subset, seed=0)  # the same images for every model seed
     test = load_image_dataset(r.dataset, "test")
     if profile.eval.test_images is not None:
         test = test.subset(profile.eval.test_images, seed=0)
+    return ImageSplits(train, val, test)
+
+
+def _vit_task(profile: Profile, seed: int, device: torch.device) -> _Task:
+    r = profile.vit
+    train, val, test = image_splits(profile)
 
     def train_batches(epoch: int) -> Batches:
         return image_batches(train, r.batch_size, device=device, shuffle=True,
@@ -141,7 +159,8 @@ def _vit_task(profile: Profile, seed: int, device: torch.device) -> _Task:
         label_smoothing=r.label_smoothing, compile=r.compile,
         train_batches=train_batches, steps_per_epoch=len(train_batches(0)),
         items_per_batch=lambda x: x.shape[0],
-        val_batches=None, patience=0,
+        # patience 0: every epoch runs; the epoch with the best validation loss is kept.
+        val_batches=image_batches(val, profile.eval.batch_size, device=device, shuffle=False), patience=0,
         test_batches=image_batches(test, profile.eval.batch_size, device=device, shuffle=False),
     )
 
@@ -305,7 +324,8 @@ def train_model(
                 break
             record = _train_epoch(fwd, task, epoch, optimizer, scheduler, device, bar, progress)
             if task.val_batches is not None:
-                record["val_loss"] = evaluate(model, task.val_batches)["loss"]
+                val = evaluate(model, task.val_batches)
+                record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
                 if record["val_loss"] < best["val_loss"]:
                     best = {"val_loss": record["val_loss"], "epoch": epoch,
                             "state": _clone_state(model)}

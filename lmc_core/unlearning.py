@@ -104,11 +104,7 @@ SURROGATE_SEED = 10_000  # the fresh initialisation of seed s's surrogate: seed 
 def take(data: Any, index: Tensor) -> Any:
     """Rows ``index`` of a data set: an ImageDataset (images) or a tensor of token blocks."""
     if isinstance(data, ImageDataset):
-        return ImageDataset(
-            images=data.images[index].contiguous(), labels=data.labels[index].contiguous(),
-            num_classes=data.num_classes, class_names=list(data.class_names), mean=data.mean, std=data.std,
-            name=data.name, split=data.split,
-            source_index=None if data.source_index is None else data.source_index[index])
+        return data.rows(index)
     if isinstance(data, Tensor):
         return data[index]
     raise TypeError(f"cannot index {type(data).__name__}: pass an ImageDataset or a tensor of token blocks")

@@ -167,6 +167,28 @@ def test_subset_is_deterministic_and_stratified(fm_train: D.ImageDataset) -> Non
         fm_train.subset(0)
 
 
+def test_split_off_holds_out_a_disjoint_stratified_part(fm_train: D.ImageDataset) -> None:
+    rest, held = fm_train.split_off(5000, seed=1)
+    assert len(rest) + len(held) == len(fm_train) and len(held) == 5000
+    assert held.labels.bincount(minlength=10).tolist() == [500] * 10
+    assert torch.equal(held.source_index, fm_train.subset(5000, seed=1).source_index)
+    assert set(rest.source_index.tolist()).isdisjoint(held.source_index.tolist())
+    kept = [i for i in fm_train.source_index.tolist() if i not in set(held.source_index.tolist())]
+    assert rest.source_index.tolist() == kept  # the data set's own order
+    with pytest.raises(ValueError, match="held-out size"):
+        fm_train.split_off(len(fm_train))
+
+
+def test_profile_image_splits_never_train_on_validation() -> None:
+    from lmc_core.profiles import get_profile
+    from lmc_core.train import image_splits
+
+    for name in ("smoke", "cpu"):
+        splits = image_splits(get_profile(name))
+        assert set(splits.train.source_index.tolist()).isdisjoint(splits.val.source_index.tolist())
+        assert len(splits.val) == get_profile(name).vit.val_images
+
+
 # ----------------------------------------------------------------------------- image batches
 
 

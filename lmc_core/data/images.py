@@ -116,12 +116,25 @@ class ImageDataset:
         """
         if not 0 < n <= len(self):
             raise ValueError(f"subset size must be in 1..{len(self)}, got {n}")
-        idx = torch.from_numpy(_stratified_pick(self.labels.numpy(), n, seed))
+        return self.rows(torch.from_numpy(_stratified_pick(self.labels.numpy(), n, seed)))
+
+    def split_off(self, n: int, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+        """(rest, held_out): a stratified subset of ``n`` items (as ``subset(n, seed)``) held out,
+        and every other item in this data set's order; the two are disjoint."""
+        if not 0 < n < len(self):
+            raise ValueError(f"held-out size must be in 1..{len(self) - 1}, got {n}")
+        held = _stratified_pick(self.labels.numpy(), n, seed)
+        keep = np.ones(len(self), dtype=bool)
+        keep[held] = False
+        return self.rows(torch.from_numpy(np.flatnonzero(keep))), self.rows(torch.from_numpy(held))
+
+    def rows(self, index: Tensor) -> ImageDataset:
+        """The items at ``index`` (a 1-D int64 tensor), with this data set's stats and split name."""
         return ImageDataset(
-            images=self.images[idx].contiguous(), labels=self.labels[idx].contiguous(),
+            images=self.images[index].contiguous(), labels=self.labels[index].contiguous(),
             num_classes=self.num_classes, class_names=list(self.class_names),
             mean=self.mean, std=self.std, name=self.name, split=self.split,
-            source_index=None if self.source_index is None else self.source_index[idx],
+            source_index=None if self.source_index is None else self.source_index[index],
         )
 
     def on_device(self, device: str | torch.device) -> tuple[Tensor, Tensor]:

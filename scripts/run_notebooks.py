@@ -41,7 +41,7 @@ LIB_DIR = ROOT / "lmc_core"
 STAMP_FILE = "stamp.json"
 RESULTS_FILE = "results.json"
 KERNEL = "python3"
-PROFILE_NAMES = ("smoke", "full", "paper")  # lmc_core.profiles.PROFILES (not imported: no torch)
+PROFILE_NAMES = ("smoke", "cpu", "full", "paper")  # lmc_core.profiles.PROFILES (not imported: no torch)
 
 
 class ParameterError(ValueError):

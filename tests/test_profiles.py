@@ -9,7 +9,7 @@ from lmc_core.profiles import PROFILES, get_profile, resolve_device
 
 
 def test_profiles_exist_and_paper_matches_table3():
-    assert set(PROFILES) == {"smoke", "full", "paper"}
+    assert set(PROFILES) == {"smoke", "cpu", "full", "paper"}
     p = get_profile("paper")
     v, g = p.vit, p.gpt2
     assert (v.depth, v.num_heads, v.embed_dim, v.mlp_dim, v.patch_size) == (6, 8, 256, 512, 4)
@@ -33,7 +33,7 @@ def test_dotted_and_nested_overrides_with_coercion():
 
 
 @pytest.mark.parametrize("name, overrides, words", [
-    ("nope", None, ["'nope'", "smoke", "full", "paper"]),
+    ("nope", None, ["'nope'", "smoke", "cpu", "full", "paper"]),
     ("smoke", {"foo.x": 1}, ["'foo'", "vit", "gpt2", "experiment"]),
     ("smoke", {"vit.foo": 1}, ["'foo'", "epochs", "patch_size"]),
     ("smoke", {"colour": 1}, ["'colour'", "device"]),

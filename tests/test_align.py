@@ -20,7 +20,7 @@ from lmc_core import (
     simplex_barrier,
 )
 from lmc_core.align.learned import LatentSymmetry
-from lmc_core.align.solvers import polar, sinkhorn, straight_through_permutation
+from lmc_core.align.solvers import marginal_error, polar, sinkhorn, straight_through_permutation
 
 VOCAB = 48
 
@@ -197,6 +197,13 @@ def test_learned_matching_beats_weight_matching_on_independent_models() -> None:
     assert (lm.model_b(test[0][0]) - canonicalize(b)(test[0][0])).abs().max() < 1e-4
     assert lm.history["epoch"] == [0, 1, 2] and len(lm.history["train_barrier"]) == 3
     assert lm.history["test_barrier"][-1] == pytest.approx(lm_barrier, abs=1e-6)  # the same test data
+    # Weight matching's history starts at iteration 0, the identity: the canonical-space control.
+    traced = align(a, b, "weight_matching", iterations=5, eval_data=test)
+    assert traced.history["iteration"] == [0, 1, 2, 3, 4, 5]
+    unaligned = barrier(canonicalize(a), canonicalize(b), test).loss_barrier
+    assert traced.history["loss_barrier"][0] == pytest.approx(unaligned, abs=1e-6)
+    assert traced.history["loss_barrier"][-1] == pytest.approx(wm_barrier, abs=1e-6)
+    assert traced.history["weight_distance"][0] > traced.history["weight_distance"][-1]
 
 
 def test_permutation_latents_move_at_their_own_rate() -> None:
@@ -233,6 +240,12 @@ def test_straight_through_and_sinkhorn() -> None:
     assert torch.equal(z.grad, weights)  # identity backward into the latents
     s = sinkhorn(torch.randn(4, 4), tau=0.5, iterations=50)
     assert torch.allclose(s.sum(-1), torch.ones(4), atol=1e-4) and torch.allclose(s.sum(-2), torch.ones(4), atol=1e-4)
+    # To a tolerance: a sharp temperature needs many rounds; stopping early leaves the marginals at tol.
+    z = torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    few, converged = sinkhorn(z, tau=0.25, iterations=2), sinkhorn(z, tau=0.25, iterations=10_000, tol=1e-9)
+    assert marginal_error(few) > 1e-2 and marginal_error(converged) <= 1e-9
+    assert 1e-4 < marginal_error(sinkhorn(z, tau=0.05, iterations=100)) < 1  # sharper: slower
+    assert marginal_error(torch.eye(5)) == 0.0
 
 
 def test_clear_errors() -> None:

@@ -31,6 +31,43 @@ def test_paired_differences_are_per_pair():
     assert ("weight_matching", "learned_matching_permutation") in found  # not in the paper's order, still compared
 
 
+def test_paired_by_setting_compares_each_setting_with_the_reference_on_the_same_pairs():
+    rows = [{"method": "learned_matching", "models": list(pair), "lambda_sampler": sampler, "loss_barrier": value}
+            for pair, values in {(0, 1): (0.10, 0.30, 0.2), (2, 3): (0.20, 0.25, 0.1), (4, 5): (0.15, 0.45, None)}.items()
+            for sampler, value in zip(("uniform_0.4_0.6", "uniform_0_1", "fixed_0.5"), values, strict=True)]
+    found = {p.larger: p for p in paper.paired_by_setting(rows, "lambda_sampler", "uniform_0.4_0.6")}
+    assert list(found) == ["uniform_0_1", "fixed_0.5"]
+    assert found["uniform_0_1"].differences == pytest.approx([0.20, 0.05, 0.30])
+    assert found["uniform_0_1"].positive == 3 and found["uniform_0_1"].smaller == "uniform_0.4_0.6"
+    assert found["fixed_0.5"].differences == pytest.approx([0.10, -0.10])  # pair (4, 5) lacks it: left out
+    assert ROWS and paper.paired_by_setting(ROWS, "lambda_sampler", "uniform_0.4_0.6") == []
+
+
+def test_wm_iteration_sentence_explains_a_rising_barrier():
+    histories = {
+        "orthogonal": {"iteration": [0, 1, 2, 3], "loss_barrier": [0.60, 0.15, 0.14, 0.16],
+                       "weight_distance": [1.2, 0.9, 0.85, 0.84]},
+        "permutation": {"iteration": [0, 1, 2, 3], "loss_barrier": [0.60, 0.40, 0.38, 0.38],
+                        "weight_distance": [1.2, 1.1, 1.05, 1.05]},
+    }
+    text = paper.wm_iteration_sentence(histories)
+    assert "0.600 at iteration 0 (nothing aligned)" in text and "lowest 0.140 at iteration 2" in text
+    assert "rises by 0.020 after iteration 2 while the weight distance keeps falling" in text
+    assert text.count("rises") == 1  # the permutation residual's 0.38 -> 0.38 is flat
+    assert "ends below the permutation residual (0.160 vs 0.380): as the paper" in text
+
+
+def test_sampler_sentence_reports_paired_differences_and_the_papers_claim():
+    by = [{"lambda_sampler": "uniform_0.4_0.6", "mean": 0.10, "loss_barrier": "0.100 ± 0.010"},
+          {"lambda_sampler": "uniform_0_1", "mean": 0.30, "loss_barrier": "0.300 ± 0.020"}]
+    wide = paper.PairedDifference("uniform_0_1", "uniform_0.4_0.6", [0.19, 0.2, 0.21], 0.2, 0.006, 3)
+    text = paper.sampler_sentence(by, [wide], "uniform_0.4_0.6")
+    assert "Lowest mean barrier: uniform_0.4_0.6" in text and "3/3 pairs (resolved)" in text
+    assert "these runs agree" in text
+    unresolved = paper.PairedDifference("uniform_0_1", "uniform_0.4_0.6", [0.3, -0.1, 0.1], 0.1, 0.115, 2)
+    assert "do not show it (in the mean only)" in paper.sampler_sentence(by, [unresolved], "uniform_0.4_0.6")
+
+
 def test_order_sentence_never_says_holds_for_an_unresolved_relation():
     group = paper.compare_table2([RECORD])
     paired = paper.paired_differences(ROWS)

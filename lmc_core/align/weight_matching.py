@@ -95,7 +95,9 @@ def weight_matching(model_a: CanonicalTransformer, model_b: CanonicalTransformer
                     keep_centred: bool = False) -> tuple[Symmetry, dict[str, list]]:
     """Align B to A without data. Returns the Symmetry (apply it to B) and a history with the
     relative weight distance after every iteration, plus whatever `on_iteration` returns
-    (the barrier, when the caller has data)."""
+    (the barrier, when the caller has data). Iteration 0 is the start: the identity, i.e. the
+    canonical forms with nothing aligned (the control that separates the change of space from
+    the alignment)."""
     if residual not in ("orthogonal", "permutation"):
         raise ValueError(f"residual must be 'orthogonal' or 'permutation', got {residual!r}")
     pa = {k: v.detach() for k, v in model_a.params().items()}
@@ -113,6 +115,15 @@ def weight_matching(model_a: CanonicalTransformer, model_b: CanonicalTransformer
         solve = functools.partial(fix_ones, procrustes)
     history: dict[str, list] = {"iteration": [], "weight_distance": []}
     sym = Symmetry()  # zero iterations: the identity
+
+    def record(it: int) -> None:
+        history["iteration"].append(it)
+        history["weight_distance"].append(weight_distance(pa, sym.apply_params(pb, cfg)[0]))
+        if on_iteration is not None:
+            for key, value in on_iteration(it, sym).items():
+                history.setdefault(key, []).append(value)
+
+    record(0)
     for it in range(iterations):
         unit_sym = Symmetry(None, UnitMap(heads, heads), UnitMap(units, units))
         pb_units, _ = unit_sym.apply_params(pb, cfg)
@@ -122,9 +133,5 @@ def weight_matching(model_a: CanonicalTransformer, model_b: CanonicalTransformer
         heads = one_hot_rows(assignment(head_similarity(pa, pb_res)), H, dtype)
         units = one_hot_rows(assignment(unit_similarity(pa, pb_res)), m, dtype)
         sym = Symmetry(O, UnitMap(heads, heads), UnitMap(units, units))
-        history["iteration"].append(it + 1)
-        history["weight_distance"].append(weight_distance(pa, sym.apply_params(pb, cfg)[0]))
-        if on_iteration is not None:
-            for key, value in on_iteration(it + 1, sym).items():
-                history.setdefault(key, []).append(value)
+        record(it + 1)
     return sym, history

@@ -134,7 +134,8 @@ class AlignRecipe:
     lm_batch_size: int = 128
     lambda_sampler: str = "uniform_0.4_0.6"
     am_samples: int = 1024  # items in the activation-matching batch
-    sinkhorn_iters: int = 20
+    sinkhorn_iters: int = 200  # at most: Sinkhorn stops once its marginals are within sinkhorn_tol of 1
+    sinkhorn_tol: float = 1e-4
     sinkhorn_tau: float = 0.05
     multi_alpha: float = 0.1  # Dirichlet concentration of the multi-model λ sampler
     universe_iterations: int = 5
@@ -292,7 +293,7 @@ _SMOKE = Profile(
     eval=EvalRecipe(test_images=1000, test_blocks=64, batch_size=256),
     align=AlignRecipe(
         wm_iterations=5, lm_epochs=1, lm_steps_per_epoch=20, lm_lr=1e-3, lm_batch_size=64,
-        am_samples=256, sinkhorn_iters=10, universe_iterations=2,
+        am_samples=256, universe_iterations=2,
     ),
     # Three independent pairs (six models of each kind), so even the smoke tables carry a
     # standard error: smoke models train in seconds.
@@ -321,7 +322,7 @@ _CPU = Profile(
     # lm_steps_per_epoch x lm_epochs: learned matching until its validation barrier stops falling,
     # chosen by scripts/tune.py (tuning/cpu.json); lm_perm_lr chosen there too.
     align=dataclasses.replace(_SMOKE.align, wm_iterations=15, lm_epochs=4, lm_steps_per_epoch=50,
-                              am_samples=512, sinkhorn_iters=20, universe_iterations=5),
+                              am_samples=512, universe_iterations=5),
     experiment=ExperimentRecipe(
         n_pairs=3, n_multi=3, hetero_wide=128, hetero_narrow=(64, 32), simplex_resolution=8, lambdas=11,
     ),

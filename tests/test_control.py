@@ -23,3 +23,12 @@ def test_canonical_unaligned_keeps_both_functions_and_aligns_nothing():
     own = canonicalize(b).params()
     assert all(torch.equal(v, own[k]) for k, v in found.model_b.params().items())
     assert "canonical_unaligned" in experiments.PAIRWISE_METHODS
+
+
+def test_reassignment_sentence_says_when_zero_change_is_forced_by_the_budget():
+    none, some = {"heads": 0.0, "mlp": 0.0}, {"heads": 0.25, "mlp": 0.05}
+    text = experiments.reassignment_sentence(none, some, lr=1e-3, perm_lr=0.1, steps=200)
+    assert "fewer than 1/(2·lr) = 500, none could move" in text
+    assert "25.0% of heads and 5.0% of MLP units" in text and "do move when they can" in text
+    free = experiments.reassignment_sentence(none, {"heads": 0.0, "mlp": 0.02}, lr=1e-2, perm_lr=0.1, steps=200)
+    assert "none could move" not in free and "barely change even where they can" in free

@@ -45,7 +45,8 @@ OPTIONS: dict[str, Any] = {
     "lambdas": 11,
     "samples": 1024,  # activation-matching items
     "tau": 0.05,  # Sinkhorn temperature
-    "sinkhorn_iters": 20,
+    "sinkhorn_iters": 200,  # at most; stops once every marginal is within sinkhorn_tol of 1
+    "sinkhorn_tol": 1e-4,
     "alpha": 0.1,  # Dirichlet concentration (align_many)
     "universe_iterations": 5,
     "progress": False,
@@ -166,7 +167,7 @@ def align(model_a: nn.Module, model_b: nn.Module, method: str = "weight_matching
             latent = LatentSymmetry(
                 found or Symmetry(), cfg.depth, cfg.width, cfg.num_heads, cfg.mlp_width,
                 residual=opts["residual"], relaxation="soft" if method == "soft" else "hard", tau=opts["tau"],
-                sinkhorn_iters=opts["sinkhorn_iters"], dtype=a.params()["qk"].dtype, device=device,
+                sinkhorn_iters=opts["sinkhorn_iters"], sinkhorn_tol=opts["sinkhorn_tol"], dtype=a.params()["qk"].dtype, device=device,
                 keep_centred=opts["keep_centred"])
             on_epoch = _epoch_evaluator(a, b, data, eval_data, opts)
             history = learn([a, b], [None, latent], data, epochs=opts["epochs"], lr=opts["lr"], perm_lr=opts["perm_lr"],

@@ -72,14 +72,15 @@ class LatentSymmetry(nn.Module):
 
     def __init__(self, init: Symmetry, depth: int, width: int, num_heads: int, mlp_width: int, *,
                  residual: str = "orthogonal", relaxation: str = "hard", tau: float = 0.05,
-                 sinkhorn_iters: int = 20, dtype: torch.dtype = torch.float32, device: torch.device | None = None,
+                 sinkhorn_iters: int = 20, sinkhorn_tol: float | None = None, dtype: torch.dtype = torch.float32, device: torch.device | None = None,
                  keep_centred: bool = False):
         super().__init__()
         if residual not in ("orthogonal", "permutation"):
             raise ValueError(f"residual must be 'orthogonal' or 'permutation', got {residual!r}")
         if relaxation not in ("hard", "soft"):
             raise ValueError(f"relaxation must be 'hard' or 'soft', got {relaxation!r}")
-        self.residual, self.relaxation, self.tau, self.sinkhorn_iters = residual, relaxation, tau, sinkhorn_iters
+        self.residual, self.relaxation, self.tau = residual, relaxation, tau
+        self.sinkhorn_iters, self.sinkhorn_tol = sinkhorn_iters, sinkhorn_tol
         self.orthogonal = functools.partial(fix_ones, polar) if keep_centred else polar  # keep_centred: 1 O = 1
 
         def latent(value: Tensor | None, n: int, layers: int | None) -> nn.Parameter:
@@ -100,7 +101,7 @@ class LatentSymmetry(nn.Module):
 
     def _units(self, z: Tensor, hard: bool) -> Tensor:
         if self.relaxation == "soft":
-            return sinkhorn(z, self.tau, self.sinkhorn_iters)
+            return sinkhorn(z, self.tau, self.sinkhorn_iters, self.sinkhorn_tol)
         return straight_through_permutation(z) if not hard else one_hot_rows(assignment(z), z.shape[-1], z.dtype)
 
     def forward(self) -> Symmetry:

@@ -91,10 +91,20 @@ def straight_through_permutation(z: Tensor) -> Tensor:
     return hard + (z - z.detach())  # exactly `hard` in the forward pass
 
 
-def sinkhorn(z: Tensor, tau: float = 0.05, iterations: int = 20) -> Tensor:
-    """Doubly stochastic matrix Sinkhorn(exp(z / τ)), normalised in log space for stability."""
+def sinkhorn(z: Tensor, tau: float = 0.05, iterations: int = 20, tol: float | None = None) -> Tensor:
+    """Doubly stochastic matrix Sinkhorn(exp(z / τ)), normalised in log space for stability:
+    alternate row and column normalisations, at most ``iterations`` rounds, stopping early once
+    the row sums are within ``tol`` of 1 (the columns are exact after each round)."""
     log_p = z / tau
     for _ in range(iterations):
         log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
         log_p = log_p - torch.logsumexp(log_p, dim=-2, keepdim=True)
+        if tol is not None and marginal_error(log_p.detach().exp()) <= tol:
+            break
     return log_p.exp()
+
+
+def marginal_error(p: Tensor) -> float:
+    """Largest |row sum − 1| or |column sum − 1| of (a stack of) square matrices: 0 for a doubly
+    stochastic matrix."""
+    return float(max((p.sum(-1) - 1).abs().max(), (p.sum(-2) - 1).abs().max()))

@@ -423,6 +423,34 @@ def benchmark_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             for kind in ("vit", "gpt2") if kind in record]
 
 
+def tuning_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The table of one tuning record (scripts/tune.py --out): per model kind, what was measured
+    on validation and which value it chose."""
+    chosen = record.get("chosen", {})
+    rows = []
+    for kind, entry in record["kinds"].items():
+        name = "ViT" if kind == "vit" else "GPT-2"
+        ends = entry["endpoints"]
+        models = ", ".join(f"{m['val_loss']:.3f}" + (f" ({100 * m['val_accuracy']:.1f}%)"
+                                                      if kind == "vit" and m.get("val_accuracy") else "")
+                           for m in ends["models"])
+        base = ", ".join(f"{k} {v:.3f}" for k, v in ends["baselines_val_loss"].items())
+        rows.append({"model": name, "measured on validation": f"endpoint loss: {models}; {base}",
+                     "decides": ends["target"]["rule"], "result": "met" if ends["target"]["met"] else "missed"})
+        budget = entry["lm_budget"]
+        curve = ", ".join(f"{e}: {b:.3f}" for e, b in enumerate(budget["val_barrier_by_epoch"]))
+        rows.append({"model": name, "measured on validation": f"LM barrier after epoch ({budget['steps_per_epoch']} "
+                                                              f"steps each) {curve}",
+                     "decides": f"align.lm_epochs (first epoch after which the next gains < {record['tolerance']:g})",
+                     "result": f"{budget['chosen_epochs']} epochs (both kinds: {chosen.get('align.lm_epochs')})"})
+        if "lm_perm_lr" in entry:
+            rates = ", ".join(f"{r}: {b:.3f}" for r, b in entry["lm_perm_lr"]["val_barrier_by_rate"].items())
+            rows.append({"model": name, "measured on validation": f"LM-perm barrier by lm_perm_lr {rates}",
+                         "decides": "align.lm_perm_lr (lowest summed over both models)",
+                         "result": f"{chosen.get('align.lm_perm_lr')}"})
+    return rows
+
+
 def _cell(value: Any, floatfmt: str) -> str:
     if value is None:
         return "—"

@@ -323,3 +323,20 @@ def test_parameters_shown_once_with_the_values_used():
                                   'methods = ["c"]\nextras = True')
     assert nb.cells[1].metadata["tags"] == ["injected-parameters", "remove-cell"]
     assert "profile" in nb.cells[1].source  # papermill's record stays in the file
+
+
+def test_tuning_rows_say_what_was_measured_and_chosen():
+    from lmc_core.report import tuning_rows
+
+    record = {"tolerance": 0.005, "chosen": {"align.lm_epochs": 3, "align.lm_perm_lr": 0.1}, "kinds": {
+        "vit": {"endpoints": {"models": [{"val_loss": 0.31, "val_accuracy": 0.885}],
+                              "baselines_val_loss": {"logistic regression": 0.45},
+                              "target": {"rule": "val accuracy >= 88%", "met": True}},
+                "lm_budget": {"steps_per_epoch": 50, "val_barrier_by_epoch": [0.2, 0.1, 0.05], "chosen_epochs": 2},
+                "lm_perm_lr": {"val_barrier_by_rate": {"0.001": 0.6, "0.1": 0.2}}}}}
+    rows = tuning_rows(record)
+    assert [r["result"] for r in rows] == ["met", "2 epochs (both kinds: 3)", "0.1"]
+    assert "0.310 (88.5%)" in rows[0]["measured on validation"] and "logistic regression 0.450" in rows[0][
+        "measured on validation"]
+    assert "0: 0.200, 1: 0.100, 2: 0.050" in rows[1]["measured on validation"]
+    assert "0.001: 0.600, 0.1: 0.200" in rows[2]["measured on validation"]

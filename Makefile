@@ -1,19 +1,23 @@
-# lmc-book. `make book` runs the study on its CPU default and builds the HTML; `make test` tests.
-#   make book                     smoke profile (2 CPU cores, minutes) -> book/_build/html/index.html
-#   make reproduce PROFILE=full   the full profile (one GPU), then the book
-#   make book RUN_ARGS="--only 01_data"   a subset of the notebooks (also --force)
+# lmc-book. `make book` renders the committed runs; `make test` tests.
+#   make book                        the book from the committed runs (book/runs/cpu, and full when
+#                                    it exists), nothing executed -> book/_build/html/index.html
+#   make smoke                       runs the smoke profile (2 CPU cores, ~10 min) into the uncommitted
+#                                    book/runs/smoke, then its own book -> book/_build/smoke/_build/html
+#   make reproduce PROFILE=cpu       re-executes every chapter whose inputs changed (cpu: ~1 h on 2
+#                                    cores; full: one GPU), then the book
+#   make reproduce PROFILE=cpu RUN_ARGS="--only 03_vit_pairwise"   one chapter (also --force)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PROFILE ?= smoke
+PROFILE ?= cpu
 RUN_ARGS ?=
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LMC_DATA_DIR ?= $(CURDIR)/.data
 export LMC_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: setup data test test-kernels lint book reproduce html pdf check-book clean
+.PHONY: setup data test test-kernels lint book smoke reproduce pdf check-book clean
 
 # The stamp depends on what decides the environment, so re-running is a no-op when nothing changed.
 # The kernel spec "python3" is installed into the venv, so papermill runs the venv's interpreter.
@@ -43,17 +47,17 @@ test-kernels: setup
 		tests/test_canonical.py tests/test_symmetry.py tests/test_align.py
 	$(PY) -m pytest -p no:cacheprovider --torch-threads 1 --ignore=tests/test_book.py
 
-# Runs every notebook whose inputs changed (scripts/run_notebooks.py skips the others).
-book: setup data
-	$(PY) scripts/run_notebooks.py --profile smoke $(RUN_ARGS)
+# Renders the committed runs: nothing is executed, so no data are needed.
+book: setup
 	$(PY) scripts/build_book.py
+
+# Runs every smoke notebook whose inputs changed (scripts/run_notebooks.py skips the others).
+smoke: setup data
+	$(PY) scripts/run_notebooks.py --profile smoke $(RUN_ARGS)
+	$(PY) scripts/build_book.py --profiles smoke --path-output book/_build/smoke
 
 reproduce: setup data
 	$(PY) scripts/run_notebooks.py --profile $(PROFILE) $(RUN_ARGS)
-	$(PY) scripts/build_book.py
-
-# Only rebuild the HTML from the runs already under book/runs.
-html: setup
 	$(PY) scripts/build_book.py
 
 # The PDF alone, printed by Chromium from the HTML already built (make book prints it too).
@@ -64,4 +68,4 @@ check-book: setup
 	$(PY) scripts/check_book.py book/_build/html
 
 clean:
-	rm -rf book/_build book/_toc.yml book/intro.md .pytest_cache .ruff_cache
+	rm -rf book/_build book/_toc.yml book/intro.md book/chapters .pytest_cache .ruff_cache

@@ -1,15 +1,19 @@
 #!/usr/bin/env python
 """Build the Jupyter Book (1.x, Sphinx) from the executed notebooks under book/runs/.
 
-    python scripts/build_book.py            # HTML: book/_build/html/index.html, and its PDF
-    python scripts/build_book.py --no-pdf   # HTML only
+    python scripts/build_book.py                      # HTML: book/_build/html/index.html, and its PDF
+    python scripts/build_book.py --no-pdf             # HTML only
+    python scripts/build_book.py --profiles smoke --path-output book/_build/smoke   # make smoke's book
 
-For every notebook in notebooks/ the book renders ``runs/full/<name>/<name>.ipynb`` when that
-run exists (the full runs are committed), else ``runs/smoke/<name>/<name>.ipynb``; a notebook with
-neither is left out with a warning. ``_toc.yml`` and the first page ``intro.md`` are generated:
-the first page says which runs are rendered (profile, device, commit, from each results.json)
-and warns when smoke runs are shown. Nothing is executed at build time (execute_notebooks:
-"off"); warnings are errors (-W -n --keep-going); MathJax is served from ``_static`` (see
+For every notebook in notebooks/ the book renders the run of the first profile in
+``--profiles`` that has one: ``runs/full/<name>/`` (the paper-scale run on a GPU), else
+``runs/cpu/<name>/`` (the committed reference run), else ``runs/smoke/<name>/``; a notebook with
+none is left out with a warning. The chosen run is copied to ``book/chapters/<name>/`` with a
+provenance note under its title (profile, commit, date, device, wall time) and, when the notebook
+or ``lmc_core`` changed since the run (its stamp's inputs), a warning naming what changed and
+the command that refreshes it. ``_toc.yml`` and the first page ``intro.md`` are generated and
+say the same for the whole book. Nothing is executed at build time (execute_notebooks: "off");
+warnings are errors (-W -n --keep-going); MathJax is served from ``_static`` (see
 book_assets.py) and the HTML is checked for assets fetched from the web at view time. Then
 Chromium prints the pages into one PDF, ``lmc-book.pdf`` beside index.html (book_pdf.py), which
 the first page links to.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,13 +36,14 @@ SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent
 BOOK_DIR = ROOT / "book"
 NOTEBOOKS_DIR = ROOT / "notebooks"
-PROFILE_PREFERENCE = ("full", "smoke")
+PROFILE_PREFERENCE = ("full", "cpu", "smoke")
+CHAPTERS_DIR = "chapters"  # under book/: the rendered copies of the chosen runs (generated)
 sys.path.insert(0, str(SCRIPTS))
 
 from book_assets import ensure_mathjax  # noqa: E402
 from book_pdf import PDF_NAME, build_pdf  # noqa: E402
 from check_book import external_assets  # noqa: E402
-from run_notebooks import STAMP_FILE, stamp_digest  # noqa: E402
+from run_notebooks import STAMP_FILE, changed_inputs, stamp_inputs  # noqa: E402
 
 INTRO = """\
 # Generalized Linear Mode Connectivity for Transformers
@@ -64,11 +70,26 @@ Every chapter is a notebook executed with [papermill](https://papermill.readthed
 class Chapter:
     name: str
     profile: str
-    docname: str  # path in the book, relative to book/, without suffix
+    run_dir: Path  # book/runs/<profile>/<name>
     title: str
     results: dict[str, Any]
-    stale: bool
+    changed: list[str]  # stamp inputs that changed since the run (notebook, lmc_core/...); [] when current
     stamp: dict[str, Any]  # run_notebooks.py's stamp.json: the whole run's wall time, finish time
+
+    @property
+    def docname(self) -> str:
+        """The chapter's page in the book, relative to book/, without suffix."""
+        return f"{CHAPTERS_DIR}/{self.name}/{self.name}"
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.changed)
+
+    @property
+    def refresh_command(self) -> str:
+        if self.profile == "smoke":
+            return f'make smoke RUN_ARGS="--only {self.name}"'
+        return f'make reproduce PROFILE={self.profile} RUN_ARGS="--only {self.name}"'
 
 
 def notebook_title(path: Path) -> str:
@@ -83,13 +104,13 @@ def notebook_title(path: Path) -> str:
     return path.stem
 
 
-def _is_stale(run_dir: Path, source: Path, profile: str) -> bool:
-    """True when the notebook or lmc_core changed since the run (its stamp no longer matches)."""
+def changed_since_run(run_dir: Path, source: Path, profile: str) -> list[str]:
+    """The stamp inputs (notebook source, parameters, lmc_core files) that differ from the run's."""
     try:
         stamp = json.loads((run_dir / STAMP_FILE).read_text())
-        return stamp["sha256"] != stamp_digest(source, stamp["parameters"], profile)
+        return changed_inputs(run_dir, stamp_inputs(source, stamp["parameters"], profile))
     except (OSError, ValueError, KeyError):
-        return True
+        return ["no stamp.json"]
 
 
 def _read_stamp(run_dir: Path) -> dict[str, Any]:
@@ -101,7 +122,7 @@ def _read_stamp(run_dir: Path) -> dict[str, Any]:
 
 def choose_runs(book_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
                 preference: tuple[str, ...] = PROFILE_PREFERENCE, log=print) -> list[Chapter]:
-    """One Chapter per notebook with a run: the full run when it exists, else the smoke run."""
+    """One Chapter per notebook with a run: the first profile of ``preference`` that has one."""
     chapters = []
     for source in sorted(notebooks_dir.glob("*.ipynb")):
         name = source.stem
@@ -110,15 +131,54 @@ def choose_runs(book_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
             executed, results = run_dir / f"{name}.ipynb", run_dir / "results.json"
             if executed.is_file() and results.is_file():
                 chapters.append(Chapter(
-                    name=name, profile=profile, docname=f"runs/{profile}/{name}/{name}",
-                    title=notebook_title(executed),
+                    name=name, profile=profile, run_dir=run_dir, title=notebook_title(executed),
                     results=json.loads(results.read_text(encoding="utf-8")),
-                    stale=_is_stale(run_dir, source, profile), stamp=_read_stamp(run_dir)))
+                    changed=changed_since_run(run_dir, source, profile), stamp=_read_stamp(run_dir)))
                 break
         else:
             log(f"warning: {name}: no run under {book_dir / 'runs'}/{{{','.join(preference)}}}; "
                 f"left out of the book (run scripts/run_notebooks.py first)")
     return chapters
+
+
+def _finished(c: Chapter) -> str:
+    return str(c.stamp.get("finished") or c.results.get("created") or "?")[:16].replace("T", " ")
+
+
+def _changed_list(changed: list[str], most: int = 6) -> str:
+    shown = ", ".join(f"`{x}`" for x in changed[:most])
+    return shown + (f" and {len(changed) - most} more" if len(changed) > most else "")
+
+
+def provenance_note(c: Chapter) -> str:
+    """The note under a chapter's title: where its numbers come from, and whether they are current."""
+    r = c.results
+    wall = c.stamp.get("wall_time_s", r.get("wall_time_s"))
+    text = (f":::{{note}}\nThe numbers on this page come from the **{c.profile}** profile run of commit "
+            f"`{r.get('commit', '?')}` on {r.get('device', '?')}, finished {_finished(c)} UTC"
+            f"{'' if wall is None else f' ({wall:.0f} s)'}.\n:::\n")
+    if c.changed:
+        text += (f"\n:::{{warning}}\nSince this run, {_changed_list(c.changed)} changed: the current code "
+                 f"may give other numbers. `{c.refresh_command}` re-runs this chapter.\n:::\n")
+    return text
+
+
+def stage_chapter(book_dir: Path, c: Chapter) -> Path:
+    """Copy the chosen run to book/chapters/<name>/ with the provenance note under the title."""
+    dst = book_dir / CHAPTERS_DIR / c.name
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(c.run_dir, dst)
+    path = dst / f"{c.name}.ipynb"
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cells = nb.get("cells", [])
+    at = next((i + 1 for i, cell in enumerate(cells) if cell.get("cell_type") == "markdown"
+               and any(line.startswith("# ") for line in "".join(cell.get("source", [])).splitlines())), 0)
+    note = {"cell_type": "markdown", "metadata": {}, "source": provenance_note(c).splitlines(keepends=True)}
+    if nb.get("nbformat", 4) >= 4 and nb.get("nbformat_minor", 0) >= 5:
+        note["id"] = "lmc-provenance"
+    cells.insert(at, note)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 def write_toc(book_dir: Path, chapters: list[Chapter], root: str = "intro") -> Path:
@@ -132,44 +192,45 @@ def write_toc(book_dir: Path, chapters: list[Chapter], root: str = "intro") -> P
     return path
 
 
+PROFILE_LABELS = {
+    "full": "the **full profile** (the paper's architectures on a GPU)",
+    "cpu": "the **cpu profile**: small models trained on all the data on 2 CPU cores, not the paper's scale",
+    "smoke": "the **smoke profile** (CPU, small models) — not the paper-scale numbers",
+}
+
+
 def runs_statement(chapters: list[Chapter]) -> str:
-    """Markdown saying which runs the book renders."""
+    """Markdown saying which runs the book renders, and which are older than the code."""
     if not chapters:
-        return "No chapter has been run yet: `make book` runs them.\n"
+        return "No chapter has been run yet: `make reproduce PROFILE=cpu` (or `make smoke`) runs them.\n"
     parts = []
-    full = [c for c in chapters if c.profile == "full"]
-    smoke = [c for c in chapters if c.profile != "full"]
-    if full:
-        devices = sorted({c.results.get("device", "?") for c in full})
-        commits = sorted({c.results.get("commit", "?") for c in full})
-        which = "All chapters show" if not smoke else f"{len(full)} of {len(chapters)} chapters show"
-        parts.append(f":::{{note}}\n{which} the **full profile** on {', '.join(devices)}, "
-                     f"commit {', '.join(f'`{c}`' for c in commits)}.\n:::\n")
-    if smoke:
-        which = ("All chapters show" if not full
-                 else f"{len(smoke)} of {len(chapters)} chapters show")
-        profiles = sorted({c.profile for c in smoke})
-        label = ("the **smoke profile** (CPU, small models) — not the paper-scale numbers"
-                 if profiles == ["smoke"] else f"the **{', '.join(profiles)}** profile")
-        parts.append(f":::{{warning}}\n{which} {label}. `make reproduce PROFILE=full` on a GPU "
-                     f"runs the full profile; its committed runs replace these pages.\n:::\n")
+    for profile in dict.fromkeys(c.profile for c in chapters):
+        these = [c for c in chapters if c.profile == profile]
+        which = "All chapters show" if len(these) == len(chapters) else f"{len(these)} of {len(chapters)} chapters show"
+        devices = sorted({str(c.results.get("device", "?")) for c in these})
+        commits = sorted({str(c.results.get("commit", "?")) for c in these})
+        label = PROFILE_LABELS.get(profile, f"the **{profile}** profile")
+        kind = "note" if profile == "full" else "warning" if profile == "smoke" else "important"
+        more = (" `make reproduce PROFILE=full` on a GPU runs the paper-scale profile; its committed runs "
+                "replace these pages." if profile != "full" else "")
+        parts.append(f":::{{{kind}}}\n{which} {label}, on {', '.join(devices)}, commit "
+                     f"{', '.join(f'`{c}`' for c in commits)}.{more}\n:::\n")
     stale = [c for c in chapters if c.stale]
     if stale:
-        parts.append(":::{important}\nThe notebook or `lmc_core` changed since these runs: "
-                     + ", ".join(f"{{doc}}`{c.docname}`" for c in stale)
-                     + ". Re-run them to refresh the numbers.\n:::\n")
+        parts.append(":::{warning}\nThe notebook or `lmc_core` changed since these runs, so the current code may "
+                     "give other numbers (each chapter says what changed and how to re-run it): "
+                     + ", ".join(f"{{doc}}`{c.docname}`" for c in stale) + ".\n:::\n")
     # The wall time is the whole notebook run (stamp.json, kernel start included), the same
     # figure run_notebooks.py prints; results.json's own is measured inside the notebook.
-    rows = ["| chapter | profile, data | device | commit | wall time | finished |",
+    rows = ["| chapter | profile, data | device | commit | wall time | finished (UTC) |",
             "| --- | --- | --- | --- | --- | --- |"]
     for c in chapters:
         r = c.results
         wall = c.stamp.get("wall_time_s", r.get("wall_time_s"))
-        finished = str(c.stamp.get("finished") or r.get("created") or "?")[:16].replace("T", " ")
         rows.append(
             f"| {{doc}}`{c.docname}` | {c.profile}, {r.get('dataset', '?')} | "
-            f"{r.get('device', '?')} | `{r.get('commit', '?')}` | "
-            f"{'?' if wall is None else f'{wall:.0f} s'} | {finished} |")
+            f"{r.get('device', '?')} | `{r.get('commit', '?')}`{' (stale)' if c.stale else ''} | "
+            f"{'?' if wall is None else f'{wall:.0f} s'} | {_finished(c)} |")
     parts.append("\n".join(rows) + "\n")
     return "\n".join(parts)
 
@@ -187,9 +248,12 @@ def jupyter_book() -> list[str]:
 
 
 def build(book_dir: Path = BOOK_DIR, builder: str = "html", strict: bool = True,
-          quiet: bool = False) -> int:
-    """Run ``jupyter-book build`` (all pages); return its exit status."""
+          quiet: bool = False, path_output: Path | None = None) -> int:
+    """Run ``jupyter-book build`` (all pages) into ``path_output``/_build (default: the book's);
+    return its exit status."""
     cmd = [*jupyter_book(), "build", str(book_dir), "--all", "--builder", builder]
+    if path_output is not None:
+        cmd += ["--path-output", str(path_output)]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     if quiet:
@@ -202,27 +266,33 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--book-dir", type=Path, default=BOOK_DIR)
     ap.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR)
+    ap.add_argument("--profiles", nargs="+", default=list(PROFILE_PREFERENCE),
+                    help="runs to render, in order of preference (default: %(default)s)")
+    ap.add_argument("--path-output", type=Path, help="build into PATH/_build/html (default: the book's _build)")
     ap.add_argument("--no-pdf", action="store_true", help="do not print the PDF")
     ap.add_argument("--no-strict", action="store_true", help="warnings are not errors")
     args = ap.parse_args(argv)
-    chapters = choose_runs(args.book_dir, args.notebooks_dir)
+    chapters = choose_runs(args.book_dir, args.notebooks_dir, tuple(args.profiles))
     if not chapters:
-        print("error: no executed notebooks under book/runs/; run "
-              "`python scripts/run_notebooks.py --profile smoke` (or `make book`)", file=sys.stderr)
+        print(f"error: no executed notebooks under {args.book_dir / 'runs'}/{{{','.join(args.profiles)}}}; run "
+              "`make smoke` or `make reproduce PROFILE=cpu`", file=sys.stderr)
         return 1
+    shutil.rmtree(args.book_dir / CHAPTERS_DIR, ignore_errors=True)
+    for c in chapters:
+        stage_chapter(args.book_dir, c)
     write_toc(args.book_dir, chapters)
     write_intro(args.book_dir, chapters)
     ensure_mathjax(args.book_dir / "_static")
     for c in chapters:
-        print(f"  {c.name}: {c.profile} run ({c.results.get('device', '?')}, "
-              f"commit {c.results.get('commit', '?')}){' [stale]' if c.stale else ''}")
+        print(f"  {c.name}: {c.profile} run ({c.results.get('device', '?')}, commit {c.results.get('commit', '?')})"
+              + (f" [stale: {', '.join(c.changed[:3])}{' ...' if len(c.changed) > 3 else ''}]" if c.stale else ""))
     t0 = time.perf_counter()
-    rc = build(args.book_dir, strict=not args.no_strict)
+    rc = build(args.book_dir, strict=not args.no_strict, path_output=args.path_output)
     took = time.perf_counter() - t0
     if rc:
         print(f"error: jupyter-book build failed (exit {rc}) after {took:.1f} s", file=sys.stderr)
         return rc
-    html = args.book_dir / "_build" / "html"
+    html = (args.path_output or args.book_dir) / "_build" / "html"
     remote = external_assets(html)
     if remote:
         print("error: the HTML loads assets from the web at view time:\n  "

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 check_book = load_script("check_book")
 build_book = load_script("build_book")
 book_pdf = load_script("book_pdf")
+rn = load_script("run_notebooks")
 
 needs_chromium = pytest.mark.skipif(
     check_book.find_chromium() is None and not os.environ.get("CI"),
@@ -87,7 +88,9 @@ def tiny_book(tmp_path_factory) -> Path:
         "device": "cpu (2 cores)", "commit": "abc1234", "torch": "2", "wall_time_s": 1.0,
         "created": "2025-01-01T00:00:00+00:00", "rows": []}))
     chapters = build_book.choose_runs(book, notebooks)
-    assert [c.docname for c in chapters] == ["runs/smoke/01_fixture/01_fixture"]
+    assert [c.docname for c in chapters] == ["chapters/01_fixture/01_fixture"]
+    for c in chapters:
+        build_book.stage_chapter(book, c)
     build_book.write_toc(book, chapters)
     intro = build_book.write_intro(book, chapters).read_text()
     assert "smoke profile" in intro and "not the paper-scale numbers" in intro
@@ -98,23 +101,61 @@ def tiny_book(tmp_path_factory) -> Path:
     return book / "_build" / "html"
 
 
-def test_choose_runs_prefers_full(tmp_path):
+def _run(book: Path, profile: str, name: str, device: str = "cpu (2 cores)") -> Path:
+    d = book / "runs" / profile / name
+    _executed_fixture(d / f"{name}.ipynb")
+    (d / "results.json").write_text(json.dumps({
+        "notebook": name, "profile": profile, "device": device, "commit": "abc1234", "rows": []}))
+    return d
+
+
+def test_choose_runs_prefers_full_then_cpu_then_smoke(tmp_path):
     book, notebooks = tmp_path / "book", tmp_path / "notebooks"
-    _executed_fixture(notebooks / "01_a.ipynb")
-    _executed_fixture(notebooks / "02_b.ipynb")
-    for profile, name in (("smoke", "01_a"), ("full", "01_a"), ("smoke", "02_b")):
-        d = book / "runs" / profile / name
-        _executed_fixture(d / f"{name}.ipynb")
-        (d / "results.json").write_text(json.dumps({
-            "notebook": name, "profile": profile, "device": "NVIDIA H100" if profile == "full"
-            else "cpu (2 cores)", "commit": "abc1234", "rows": []}))
+    for name in ("01_a", "02_b", "03_c"):
+        _executed_fixture(notebooks / f"{name}.ipynb")
+    _run(book, "full", "01_a", "NVIDIA H100")
+    for name in ("01_a", "02_b"):
+        _run(book, "cpu", name)
+    for name in ("01_a", "02_b", "03_c"):
+        _run(book, "smoke", name)
     chapters = build_book.choose_runs(book, notebooks, log=lambda *a: None)
-    assert [(c.name, c.profile) for c in chapters] == [("01_a", "full"), ("02_b", "smoke")]
+    assert [(c.name, c.profile) for c in chapters] == [("01_a", "full"), ("02_b", "cpu"), ("03_c", "smoke")]
     text = build_book.runs_statement(chapters)
-    assert "full profile** on NVIDIA H100, commit `abc1234`" in text
-    assert "not the paper-scale numbers" in text
+    assert "1 of 3 chapters show the **full profile**" in text and "on NVIDIA H100, commit `abc1234`" in text
+    assert "**cpu profile**" in text and "not the paper-scale numbers" in text
     full_only = build_book.runs_statement(chapters[:1])
     assert "All chapters show the **full profile**" in full_only and "smoke" not in full_only
+    only_smoke = build_book.choose_runs(book, notebooks, ("smoke",), log=lambda *a: None)
+    assert {c.profile for c in only_smoke} == {"smoke"} and len(only_smoke) == 3
+
+
+def test_chapter_says_where_its_numbers_come_from_and_when_they_are_stale(tmp_path):
+    book, notebooks = tmp_path / "book", tmp_path / "notebooks"
+    source = notebooks / "01_a.ipynb"
+    _executed_fixture(source)
+    run_dir = _run(book, "cpu", "01_a")
+    params = {"profile": "cpu", "output_dir": ".", "device": "auto"}
+    inputs = rn.stamp_inputs(source, params, "cpu")
+    (run_dir / rn.STAMP_FILE).write_text(json.dumps({
+        "sha256": rn.inputs_digest(inputs), "parameters": params, "wall_time_s": 12.0,
+        "finished": "2026-11-29T12:00:00+0000", "inputs": inputs}))
+    (chapter,) = build_book.choose_runs(book, notebooks, log=lambda *a: None)
+    assert chapter.changed == [] and not chapter.stale
+    staged = json.loads(build_book.stage_chapter(book, chapter).read_text())
+    note = "".join(staged["cells"][1]["source"])  # right under the title cell
+    assert "**cpu** profile run of commit `abc1234`" in note and "2026-11-29 12:00" in note
+    assert "warning" not in note
+    assert json.loads((run_dir / "01_a.ipynb").read_text())["cells"][1]["cell_type"] == "code"  # run untouched
+
+    nb = json.loads(source.read_text())  # the notebook changes after the run
+    nb["cells"][0]["source"] = "# Fixture chapter, edited\n"
+    source.write_text(json.dumps(nb))
+    (chapter,) = build_book.choose_runs(book, notebooks, log=lambda *a: None)
+    assert chapter.changed == ["notebook"]
+    note = "".join(json.loads(build_book.stage_chapter(book, chapter).read_text())["cells"][1]["source"])
+    assert "warning" in note and "`notebook` changed" in note
+    assert 'make reproduce PROFILE=cpu RUN_ARGS="--only 01_a"' in note
+    assert "01_a" in build_book.runs_statement([chapter]).split("changed since these runs")[1]
 
 
 def test_png_and_blank_checks(tmp_path):
@@ -139,7 +180,7 @@ def test_book_pages_in_chromium(tiny_book, tmp_path):
     shots = tmp_path / "shots"
     report = check_book.check_book(tiny_book, shots_dir=shots, log=lambda *a: None)
     assert report.failures == []
-    assert report.pages == ["intro", "runs/smoke/01_fixture/01_fixture"]
+    assert report.pages == ["intro", "chapters/01_fixture/01_fixture"]
     assert len(list(shots.glob("*.png"))) == 2
 
 

@@ -130,7 +130,7 @@ TABLE3: dict[str, dict[str, str]] = {
         "schedule": "warmup", "regularisation": "dropout 0.1", "hardware": "not stated",
     },
 }
-PROFILE_HARDWARE = {"smoke": "2 CPU cores", "full": "one GPU (calibrated on an H100)",
+PROFILE_HARDWARE = {"smoke": "2 CPU cores", "cpu": "2 CPU cores", "full": "one GPU (calibrated on an H100)",
                     "paper": "one GPU"}
 
 
@@ -148,7 +148,8 @@ def _recipe_settings(kind: str, profile: Any) -> dict[str, str]:
         return {
             "data": v.dataset, "layers / heads / width / MLP": f"{v.depth} / {v.num_heads} / {v.embed_dim} / {v.mlp_dim}",
             "patch or context": f"patch {v.patch_size}×{v.patch_size}",
-            "training data": f"{v.train_subset:,} images" if v.train_subset else "all",
+            "training data": (f"{v.train_subset:,} images (+ {v.val_images:,} held out for validation)"
+                              if v.train_subset else f"all but {v.val_images:,} held out for validation"),
             "epochs": str(v.epochs), "batch": str(v.batch_size), "optimiser": "AdamW",
             "learning rate": _sci(v.lr), "weight decay": _sci(v.weight_decay),
             "schedule": f"{v.schedule}, warmup {v.warmup_epochs:g} epochs",
@@ -186,7 +187,7 @@ def measurement_rows(profiles: Iterable[Any]) -> list[dict[str, str]]:
             "weight matching": f"{a.wm_iterations} iterations",
             "learned matching": f"{a.lm_epochs} epoch(s)"
                                 + (f" × {a.lm_steps_per_epoch} steps" if a.lm_steps_per_epoch else "")
-                                + f", λ ~ {a.lambda_sampler}",
+                                + f", λ ~ {a.lambda_sampler}, LM-perm rate {a.lm_perm_lr:g}",
             "pairs / models in the simplex": f"{x.n_pairs} / {x.n_multi}",
             "widths (Fig. 3c)": f"{x.hetero_wide} vs " + ", ".join(map(str, x.hetero_narrow)),
             "λ grid": f"{x.lambdas} points",

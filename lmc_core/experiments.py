@@ -290,15 +290,18 @@ def reassignment_sentence(at_lr: Mapping[str, float], at_perm_lr: Mapping[str, f
     def pct(change: Mapping[str, float]) -> str:
         return f"{100 * change['heads']:.1f}% of heads and {100 * change['mlp']:.1f}% of MLP units"
 
-    forced = steps < 1 / (2 * lr)
+    def forced(change: Mapping[str, float], rate: float) -> bool:  # 0% because nothing could move
+        return steps < 1 / (2 * rate) and max(change.values()) == 0
+
     out = (f"At lm_lr = {lr:g} learned matching reassigned {pct(at_lr)}"
            + (f"; with {steps} steps, fewer than 1/(2·lr) = {1 / (2 * lr):.0f}, none could move, so this says "
-              "nothing about the paper's finding." if forced else "."))
-    moved = max(at_perm_lr["heads"], at_perm_lr["mlp"])
-    out += (f" With the permutation latents at lm_perm_lr = {perm_lr:g}, it reassigned {pct(at_perm_lr)}: "
-            + ("the permutations barely change even where they can (at most 10%), as the paper finds."
-               if moved <= 0.10 else "the permutations do move when they can, unlike the paper's finding."))
-    return out
+              "nothing about the paper's finding." if forced(at_lr, lr) else "."))
+    out += f" With the permutation latents at lm_perm_lr = {perm_lr:g}, it reassigned {pct(at_perm_lr)}: "
+    if forced(at_perm_lr, perm_lr):
+        return out + f"too few steps for any to move there either (fewer than {1 / (2 * perm_lr):.0f})."
+    moved = max(at_perm_lr.values())
+    return out + ("the permutations barely change even where they can (at most 10%), as the paper finds."
+                  if moved <= 0.10 else "the permutations do move when they can, unlike the paper's finding.")
 
 
 def soft_marginal_error(alignment: Alignment) -> float:

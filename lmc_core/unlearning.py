@@ -65,12 +65,13 @@ from . import distributed, experiments
 from .barrier import barrier, interpolate
 from .cache import CheckpointCache
 from .data import ImageBatches, ImageDataset, TokenBatches, image_batches, token_batches
-from .metrics import autocast_context, model_logits
+from .metrics import autocast_context, evaluate, model_logits
 from .models import build_model
 from .profiles import Profile, resolve_device
 from .progress import progress_bar
 from .report import mean_se
 from .train import (
+    _clone_state,
     _train_epoch,
     _train_loss,
     _vit_task,
@@ -228,8 +229,9 @@ def manif_loss(z_erased: Tensor, z_neighbours: Tensor, logits_positive: Tensor, 
 
 def fit(profile: Profile, train: ImageDataset, seed: int, device: torch.device, progress: bool = False) -> nn.Module:
     """A ViT trained from scratch on ``train`` with the profile's recipe: ``train_model``'s
-    optimiser, schedule, seeds and epoch loop, with another training set (on the profile's own
-    split it gives ``train_model``'s weights bit for bit on CPU)."""
+    optimiser, schedule, seeds, epoch loop and choice of epoch (the lowest loss on the held-out
+    validation images), with another training set (on the profile's own split it gives
+    ``train_model``'s weights bit for bit on CPU)."""
     if not isinstance(train, ImageDataset):
         raise TypeError("fit trains a ViT on an ImageDataset; language-model retraining is not built yet")
     r = profile.vit
@@ -254,10 +256,15 @@ def fit(profile: Profile, train: ImageDataset, seed: int, device: torch.device, 
         fwd = distributed.wrap(model, seed)  # as train_model: DistributedDataParallel under torchrun
         fwd = torch.compile(fwd) if task.compile and device.type == "cuda" else fwd
         model.train()
+        best_loss, best_state = float("inf"), None
         with progress_bar(total=total, disable=not (progress and distributed.is_main()), desc=f"retrain seed {seed}",
                           unit="step", mininterval=2.0) as bar:
             for epoch in range(task.epochs):
                 _train_epoch(fwd, task, epoch, optimizer, scheduler, device, bar, progress)
+                val_loss = evaluate(model, task.val_batches)["loss"]  # as train_model: keep the best epoch
+                if val_loss < best_loss:
+                    best_loss, best_state = val_loss, _clone_state(model)
+        model.load_state_dict(best_state)
     return model.eval()
 
 

@@ -32,3 +32,7 @@ def test_reassignment_sentence_says_when_zero_change_is_forced_by_the_budget():
     assert "25.0% of heads and 5.0% of MLP units" in text and "do move when they can" in text
     free = experiments.reassignment_sentence(none, {"heads": 0.0, "mlp": 0.02}, lr=1e-2, perm_lr=0.1, steps=200)
     assert "none could move" not in free and "barely change even where they can" in free
+    moved_anyway = experiments.reassignment_sentence(some, some, lr=1e-3, perm_lr=0.1, steps=200)
+    assert "none could move" not in moved_anyway  # the numbers, not the step count, decide
+    short = experiments.reassignment_sentence(none, none, lr=1e-3, perm_lr=0.1, steps=3)
+    assert "too few steps for any to move there either" in short and "paper finds" not in short

@@ -42,6 +42,12 @@ STAMP_FILE = "stamp.json"
 RESULTS_FILE = "results.json"
 KERNEL = "python3"
 PROFILE_NAMES = ("smoke", "cpu", "full", "paper")  # lmc_core.profiles.PROFILES (not imported: no torch)
+# What a chapter reads besides lmc_core (globs under the repository, {profile} filled in): a change
+# to any of these makes its run stale too. 11 reads the other chapters' results of its profile.
+READS = {
+    "00_introduction": ("tuning/*.json", "bench/results/*.json"),
+    "11_side_by_side": ("book/runs/{profile}/*/results.json",),
+}
 
 
 class ParameterError(ValueError):
@@ -78,8 +84,9 @@ def check_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
 
 
 def stamp_inputs(notebook: Path, parameters: Mapping[str, Any], profile: str,
-                 lib_dir: Path = LIB_DIR) -> dict[str, str]:
-    """sha256 of every input of a run: notebook source, parameters, profile, library sources."""
+                 lib_dir: Path = LIB_DIR, root: Path = ROOT) -> dict[str, str]:
+    """sha256 of every input of a run: notebook source, parameters, profile, library sources and
+    the files the chapter reads (READS; its own results excluded)."""
     def sha(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
@@ -91,6 +98,10 @@ def stamp_inputs(notebook: Path, parameters: Mapping[str, Any], profile: str,
     for src in sorted(lib_dir.rglob("*.py")):
         if "__pycache__" not in src.parts:
             inputs[f"{lib_dir.name}/{src.relative_to(lib_dir).as_posix()}"] = sha(src.read_bytes())
+    for pattern in READS.get(notebook.stem, ()):
+        for path in sorted(root.glob(pattern.format(profile=profile))):
+            if path.parent.name != notebook.stem and not any(p.startswith(".") for p in path.parts[-2:]):
+                inputs[path.relative_to(root).as_posix()] = sha(path.read_bytes())
     return inputs
 
 
@@ -184,7 +195,7 @@ def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs
     nbformat.write(nb, output)
     stamp = {"sha256": digest, "notebook": _rel(notebook), "profile": profile,
              "parameters": params, "wall_time_s": round(wall, 2),
-             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "inputs": inputs}
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime()), "inputs": inputs}
     (partial / STAMP_FILE).write_text(json.dumps(stamp, indent=1, default=str) + "\n")
     _replace_dir(partial, out_dir)
     return Outcome(name, "ran", wall, out_dir)

@@ -268,6 +268,28 @@ def test_stamp_digest_covers_inputs(tmp_path):
     assert rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib) != base
 
 
+def test_stamp_covers_the_files_a_chapter_reads(tmp_path):
+    rn = load_script("run_notebooks")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "a.py").write_text("A = 1\n")
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "cpu.json").write_text("{}")
+    runs = tmp_path / "book" / "runs" / "cpu"
+    for name in ("03_x", "11_side_by_side", ".partial-04_y"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "results.json").write_text("{}")
+    intro = _fixture_notebook(tmp_path / "00_introduction.ipynb")
+    side = _fixture_notebook(tmp_path / "11_side_by_side.ipynb")
+    assert "tuning/cpu.json" in rn.stamp_inputs(intro, {}, "cpu", lib, tmp_path)
+    read = rn.stamp_inputs(side, {}, "cpu", lib, tmp_path)
+    assert "book/runs/cpu/03_x/results.json" in read  # another chapter's results: an input
+    assert not any("11_side_by_side" in k or ".partial" in k for k in read)  # not its own, not partial runs
+    before = rn.inputs_digest(read)
+    (runs / "03_x" / "results.json").write_text('{"rows": []}')
+    assert rn.inputs_digest(rn.stamp_inputs(side, {}, "cpu", lib, tmp_path)) != before
+
+
 def test_run_skip_rerun_and_failure(tmp_path):
     rn = load_script("run_notebooks")
     lib = tmp_path / "lib"

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("html_dir", type=Path, nargs="?", default=SCRIPTS.parent / "book" / "_build" / "html")
     args = ap.parse_args(argv)
     if not (args.html_dir / "index.html").is_file():
-        print(f"error: {args.html_dir / 'index.html'} does not exist: build the book first (make html)",
+        print(f"error: {args.html_dir / 'index.html'} does not exist: build the book first (make book)",
               file=sys.stderr)
         return 1
     out = build_pdf(args.html_dir)

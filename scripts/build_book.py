@@ -171,12 +171,23 @@ def stage_chapter(book_dir: Path, c: Chapter) -> Path:
     path = dst / f"{c.name}.ipynb"
     nb = json.loads(path.read_text(encoding="utf-8"))
     cells = nb.get("cells", [])
-    at = next((i + 1 for i, cell in enumerate(cells) if cell.get("cell_type") == "markdown"
-               and any(line.startswith("# ") for line in "".join(cell.get("source", [])).splitlines())), 0)
-    note = {"cell_type": "markdown", "metadata": {}, "source": provenance_note(c).splitlines(keepends=True)}
-    if nb.get("nbformat", 4) >= 4 and nb.get("nbformat_minor", 0) >= 5:
-        note["id"] = "lmc-provenance"
-    cells.insert(at, note)
+    with_ids = nb.get("nbformat", 4) >= 4 and nb.get("nbformat_minor", 0) >= 5
+
+    def markdown(lines: list[str], cell_id: str) -> dict[str, Any]:
+        return {"cell_type": "markdown", "metadata": {}, "source": lines} | ({"id": cell_id} if with_ids else {})
+
+    at = 0
+    for i, cell in enumerate(cells):
+        lines = "".join(cell.get("source", [])).splitlines(keepends=True)
+        title = next((j for j, line in enumerate(lines) if line.startswith("# ")), None)
+        if cell.get("cell_type") == "markdown" and title is not None:
+            # the note goes right under the title line: the rest of the cell follows it
+            cells[i]["source"], rest = lines[: title + 1], lines[title + 1:]
+            if rest:
+                cells.insert(i + 1, markdown(rest, "lmc-after-title"))
+            at = i + 1
+            break
+    cells.insert(at, markdown(provenance_note(c).splitlines(keepends=True), "lmc-provenance"))
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
@@ -301,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"HTML built in {took:.1f} s: {(html / 'index.html').resolve()}")
     if not args.no_pdf:
         t0 = time.perf_counter()
-        pdf = build_pdf(html, log=lambda *a: None)
+        pdf = build_pdf(html, args.book_dir / "_toc.yml", log=lambda *a: None)
         print(f"PDF printed in {time.perf_counter() - t0:.1f} s: {pdf.resolve()}")
     return 0
 

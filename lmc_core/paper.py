@@ -469,6 +469,12 @@ def paired_by_setting(rows: Iterable[Mapping[str, Any]], key: str, reference: st
     return out
 
 
+def difference_text(p: PairedDifference, digits: int = 3) -> str:
+    """"+0.0220 ± 0.0040, 3/3 pairs": a paired difference without its relation."""
+    se = f" ± {p.se:.{digits}f}" if p.se is not None else ""
+    return f"{p.mean:+.{digits}f}{se}, {p.positive}/{p.n} pair{'s' if p.n != 1 else ''}"
+
+
 def wm_iteration_sentence(histories: Mapping[str, Mapping[str, Sequence[float]]], tolerance: float = 0.005) -> str:
     """What the Fig. 7 run shows: per residual kind, the barrier at iteration 0 (nothing aligned),
     after the first and the last iteration, where it was lowest, and, when it rises again while
@@ -503,8 +509,7 @@ def sampler_sentence(by_sampler: Sequence[Mapping[str, Any]], versus: Sequence[P
     out = [f"Lowest mean barrier: {best['lambda_sampler']} ({best['loss_barrier']})."]
     for p in versus:
         word = {True: "resolved", False: "not resolved", None: "one pair"}[p.resolved]
-        out.append(f"{p.larger} − {reference}: {p.mean:+.3f}" + (f" ± {p.se:.3f}" if p.se is not None else "")
-                   + f", above in {p.positive}/{p.n} pairs ({word}).")
+        out.append(f"{p.larger} − {reference}: {difference_text(p, digits=4)} above ({word}).")
     wide = next((p for p in versus if p.larger == "uniform_0_1"), None)
     if wide is not None:
         agrees = wide.mean > 0 and wide.resolved

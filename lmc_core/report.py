@@ -446,7 +446,7 @@ def tuning_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         if "lm_perm_lr" in entry:
             rates = ", ".join(f"{r}: {b:.3f}" for r, b in entry["lm_perm_lr"]["val_barrier_by_rate"].items())
             rows.append({"model": name, "measured on validation": f"LM-perm barrier by lm_perm_lr {rates}",
-                         "decides": "align.lm_perm_lr (lowest summed over both models)",
+                         "decides": "align.lm_perm_lr (lowest summed over ViT and GPT-2)",
                          "result": f"{chosen.get('align.lm_perm_lr')}"})
     return rows
 

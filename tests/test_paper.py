@@ -62,7 +62,7 @@ def test_sampler_sentence_reports_paired_differences_and_the_papers_claim():
           {"lambda_sampler": "uniform_0_1", "mean": 0.30, "loss_barrier": "0.300 ± 0.020"}]
     wide = paper.PairedDifference("uniform_0_1", "uniform_0.4_0.6", [0.19, 0.2, 0.21], 0.2, 0.006, 3)
     text = paper.sampler_sentence(by, [wide], "uniform_0.4_0.6")
-    assert "Lowest mean barrier: uniform_0.4_0.6" in text and "3/3 pairs (resolved)" in text
+    assert "Lowest mean barrier: uniform_0.4_0.6" in text and "+0.2000 ± 0.0060, 3/3 pairs above (resolved)" in text
     assert "these runs agree" in text
     unresolved = paper.PairedDifference("uniform_0_1", "uniform_0.4_0.6", [0.3, -0.1, 0.1], 0.1, 0.115, 2)
     assert "do not show it (in the mean only)" in paper.sampler_sentence(by, [unresolved], "uniform_0.4_0.6")

@@ -256,3 +256,16 @@ def test_pdf_has_every_page_and_a_bookmark_per_chapter(tiny_book, tmp_path):
     (missing / book_pdf.PDF_NAME).unlink()
     assert check_book.pdf_link_problems(missing) == [
         f"intro.html: links {book_pdf.PDF_NAME}, which is missing (make pdf prints it)"]
+
+
+def test_committed_cpu_run_is_complete_small_and_holds_no_checkpoints():
+    runs = ROOT / "book" / "runs" / "cpu"
+    chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) == chapters
+    for name in chapters:
+        for file in (f"{name}.ipynb", "results.json", "stamp.json"):
+            assert (runs / name / file).is_file(), f"{name}: {file} missing"
+        assert json.loads((runs / name / "stamp.json").read_text())["profile"] == "cpu"
+    files = [f for f in runs.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.parts[-3:])]
+    assert sum(f.stat().st_size for f in files) < 10 * 2**20
+    assert not [f for f in files if f.suffix in (".pt", ".pth", ".safetensors", ".bin", ".ckpt", ".npz")]

@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export LMC_DATA_DIR ?= $(CURDIR)/.data
 export LMC_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: setup data test test-kernels lint book smoke reproduce pdf check-book clean
+.PHONY: setup data test test-kernels lint book smoke reproduce pdf check-book check-smoke clean
 
 # The stamp depends on what decides the environment, so re-running is a no-op when nothing changed.
 # The kernel spec "python3" is installed into the venv, so papermill runs the venv's interpreter.
@@ -64,8 +64,12 @@ reproduce: setup data
 pdf: setup
 	$(PY) scripts/book_pdf.py book/_build/html
 
+# Each checks the last build of its book: `make book` and `make smoke` each rewrite book/_toc.yml.
 check-book: setup
 	$(PY) scripts/check_book.py book/_build/html
+
+check-smoke: setup
+	$(PY) scripts/check_book.py book/_build/smoke/_build/html --toc book/_toc.yml
 
 clean:
 	rm -rf book/_build book/_toc.yml book/intro.md book/chapters .pytest_cache .ruff_cache

@@ -603,10 +603,11 @@ def order_sentences(comparisons: Sequence[Comparison],
         if resolved:
             parts.append(f"{len(resolved)} hold and are resolved ({', '.join(c.text for c in resolved)})")
         if mean_only:
-            parts.append(f"{len(mean_only)} hold in the mean but are not resolved "
+            parts.append(f"{len(mean_only)} {_agree(len(mean_only), 'holds', 'hold')} in the mean but "
+                         f"{_agree(len(mean_only), 'is', 'are')} not resolved "
                          f"({', '.join(c.text for c in mean_only)})")
         if failed:
-            parts.append(f"{len(failed)} do not hold ("
+            parts.append(f"{len(failed)} {_agree(len(failed), 'does', 'do')} not hold ("
                          + "; ".join(f"{c.text}: {c.larger_value:.3f} vs {c.smaller_value:.3f}" for c in failed)
                          + ")")
         sentences.append(f"{where}: of the {len(checks)} measured relations of the paper's order, "
@@ -754,6 +755,10 @@ def chapter_inventory(records: Sequence[Mapping[str, Any]], notebooks_dir: str |
     return rows
 
 
+def _agree(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
 def profile_sentence(profile: str) -> str:
     """What numbers of this profile can and cannot be compared with the paper's."""
     from .profiles import PROFILES
@@ -764,6 +769,13 @@ def profile_sentence(profile: str) -> str:
                 f"{g.n_layer} layers of width {g.n_embd}, a {g.tokenizer} vocabulary and a {g.block_size}-token "
                 f"context; ViT with {v.depth} layers of width {v.embed_dim}), so their magnitudes are not "
                 "comparable with the paper's; only the order of the methods is.")
+    if profile == "cpu" and "cpu" in PROFILES:
+        g, v = PROFILES["cpu"].gpt2, PROFILES["cpu"].vit
+        return (f"These are **cpu** numbers: small models trained on all the data on 2 CPU cores until they beat "
+                f"the trivial baselines (GPT-2 with {g.n_layer} layers of width {g.n_embd}, a {g.tokenizer} "
+                f"vocabulary and a {g.block_size}-token context; ViT with {v.depth} layers of width "
+                f"{v.embed_dim}), not the paper's architectures: their magnitudes are not directly comparable "
+                "with the paper's; the order of the methods is.")
     if profile == "full":
         return ("These are **full** numbers: the paper's architectures trained on our data sets, on a "
                 "GPU, with shorter schedules than the paper's; magnitudes are comparable with the "
@@ -805,9 +817,10 @@ def verdict_sentences(comparisons: Sequence[Comparison], profile: str,
         where = f"{'ViT' if kind == 'vit' else 'GPT-2'} on {dataset}"
         text = f"{where}: {len(resolved)} of {len(checks)} relations of the paper's method order hold and are resolved"
         if mean_only:
-            text += f", {len(mean_only)} hold in the mean but are not resolved"
+            text += (f", {len(mean_only)} {_agree(len(mean_only), 'holds', 'hold')} in the mean but "
+                     f"{_agree(len(mean_only), 'is', 'are')} not resolved")
         if failed:
-            text += f", {len(failed)} do not hold"
+            text += f", {len(failed)} {_agree(len(failed), 'does', 'do')} not hold"
         if checks and len(resolved) == len(checks):
             text += " — the order agrees with the paper"
         elif checks and not failed:

@@ -93,3 +93,10 @@ def test_control_is_compared_without_a_paper_number():
     control = [c for c in paper.compare_table2([RECORD]) if c.method == "canonical_unaligned"]
     assert len(control) == 1 and control[0].paper_loss_barrier is None
     assert control[0].loss_barrier == pytest.approx((1.5 + 1.2 + 1.4) / 3)
+
+
+def test_profile_sentence_never_calls_small_models_the_papers_recipes():
+    for name in ("smoke", "cpu"):
+        text = paper.profile_sentence(name)
+        assert f"**{name}**" in text and "recipes as written" not in text and "not" in text
+    assert "recipes as written" in paper.profile_sentence("paper")

@@ -9,10 +9,12 @@ Every notebook gets the parameters {profile, device, output_dir: "."} (plus any 
 and runs with its kernel's working directory set to its output directory, so results.json and
 the figures it saves land beside the executed notebook.
 
-Skipping: a run directory holds ``stamp.json`` with the sha256 over the notebook's source, the
-parameters, the profile and every lmc_core/**/*.py source (and each input's own sha256, so a
-re-run says which inputs changed). A notebook whose stamp matches and whose executed notebook
-and results.json exist is skipped (``--force`` runs it anyway).
+Skipping: a run directory holds ``stamp.json`` with the sha256 of every input of the run: the
+notebook's source, the parameters, the profile, the lmc_core sources the notebook imports
+(``library_closure``: its ``lmc_core`` imports and, transitively, theirs, package ``__init__``
+files included) and the files it reads (READS). A notebook none of whose inputs changed and
+whose executed notebook and results.json exist is skipped (``--force`` runs it anyway); a run
+that records inputs the current code no longer has (a module it stopped importing) stays current.
 
 Atomicity: a notebook runs into ``book/runs/<profile>/.partial-<name>/`` and only a successful
 run is moved into place (the stamp is written last, before the move), so a run directory is
@@ -23,9 +25,11 @@ and its path is printed; the script goes on with the other notebooks and exits 1
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -83,10 +87,79 @@ def check_parameters(path: Path, parameters: Mapping[str, Any]) -> None:
             f"{', '.join(unknown)}; valid parameters: {', '.join(valid)}")
 
 
+def _module_files(lib_dir: Path, dotted: str) -> list[Path]:
+    """The files Python runs to import ``<lib>.<dotted>``: every package __init__ on the way and
+    the module itself (``dotted`` empty: the package). [] when it is not a module of ``lib_dir``."""
+    files, here = [lib_dir / "__init__.py"], lib_dir
+    for part in [p for p in dotted.split(".") if p]:
+        if (here / part / "__init__.py").is_file():
+            here = here / part
+            files.append(here / "__init__.py")
+        elif (here / f"{part}.py").is_file():
+            files.append(here / f"{part}.py")
+            break
+        elif (here / part).is_dir():  # a namespace package: no __init__ to run
+            here = here / part
+        else:
+            return []
+    return [f for f in files if f.is_file()]
+
+
+def _imports_of(source: Path, lib_dir: Path) -> list[Path]:
+    """lmc_core files imported by ``source`` (absolute or relative imports, at any depth of the
+    file, so imports inside functions count too)."""
+    parts = list(source.relative_to(lib_dir).parent.parts)
+    found: list[Path] = []
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parts[: len(parts) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == lib_dir.name:
+                module = node.module.partition(".")[2]
+            else:
+                continue
+            found += _module_files(lib_dir, module)
+            for alias in node.names:  # `from . import curves` imports a module
+                found += _module_files(lib_dir, f"{module}.{alias.name}".strip("."))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == lib_dir.name:
+                    found += _module_files(lib_dir, alias.name.partition(".")[2])
+    return found
+
+
+def library_closure(notebook: Path, lib_dir: Path = LIB_DIR) -> list[Path]:
+    """The lmc_core source files a notebook's code runs when imported: what its cells import from
+    lmc_core and, transitively, what those modules import."""
+    import nbformat
+
+    code = "\n".join(c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code")
+    name = re.escape(lib_dir.name)
+    todo: list[Path] = []
+    for match in re.finditer(rf"^[ \t]*from[ \t]+{name}(\.[\w.]+)?[ \t]+import[ \t]+(\([^)]*\)|[\w \t,]+)",
+                             code, re.M):
+        module = (match.group(1) or "").strip(".")
+        todo += _module_files(lib_dir, module)
+        for item in match.group(2).strip("()").split(","):
+            if item.split():
+                todo += _module_files(lib_dir, f"{module}.{item.split()[0]}".strip("."))
+    for match in re.finditer(rf"^[ \t]*import[ \t]+{name}(\.[\w.]+)?", code, re.M):
+        todo += _module_files(lib_dir, (match.group(1) or "").strip("."))
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += _imports_of(path, lib_dir)
+    return sorted(seen)
+
+
 def stamp_inputs(notebook: Path, parameters: Mapping[str, Any], profile: str,
                  lib_dir: Path = LIB_DIR, root: Path = ROOT) -> dict[str, str]:
-    """sha256 of every input of a run: notebook source, parameters, profile, library sources and
-    the files the chapter reads (READS; its own results excluded)."""
+    """sha256 of every input of a run: notebook source, parameters, profile, the library sources
+    it imports (``library_closure``) and the files the chapter reads (READS; its own results
+    excluded)."""
     def sha(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
@@ -95,9 +168,8 @@ def stamp_inputs(notebook: Path, parameters: Mapping[str, Any], profile: str,
         "parameters": sha(json.dumps(parameters, sort_keys=True, default=str).encode()),
         "profile": sha(profile.encode()),
     }
-    for src in sorted(lib_dir.rglob("*.py")):
-        if "__pycache__" not in src.parts:
-            inputs[f"{lib_dir.name}/{src.relative_to(lib_dir).as_posix()}"] = sha(src.read_bytes())
+    for src in library_closure(notebook, lib_dir):
+        inputs[f"{lib_dir.name}/{src.relative_to(lib_dir).as_posix()}"] = sha(src.read_bytes())
     for pattern in READS.get(notebook.stem, ()):
         for path in sorted(root.glob(pattern.format(profile=profile))):
             if path.parent.name != notebook.stem and not any(p.startswith(".") for p in path.parts[-2:]):
@@ -116,22 +188,19 @@ def stamp_digest(notebook: Path, parameters: Mapping[str, Any], profile: str,
 
 
 def changed_inputs(out_dir: Path, inputs: Mapping[str, str]) -> list[str]:
-    """Which inputs differ from the stamp in ``out_dir`` (["no stamp"] when there is none)."""
+    """Which of today's inputs differ from the stamp in ``out_dir`` (["no previous run"] when there
+    is none). An input the run recorded but the current code no longer has is not a change."""
     try:
         old = json.loads((out_dir / STAMP_FILE).read_text()).get("inputs", {})
     except (OSError, ValueError):
         return ["no previous run"]
-    return sorted(k for k in set(old) | set(inputs) if old.get(k) != inputs.get(k))
+    return sorted(k for k in inputs if old.get(k) != inputs[k])
 
 
-def is_up_to_date(out_dir: Path, name: str, digest: str) -> bool:
-    """True when out_dir holds a complete run (notebook + results.json) with this digest."""
-    try:
-        stamp = json.loads((out_dir / STAMP_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return (stamp.get("sha256") == digest and (out_dir / f"{name}.ipynb").is_file()
-            and (out_dir / RESULTS_FILE).is_file())
+def is_up_to_date(out_dir: Path, name: str, inputs: Mapping[str, str]) -> bool:
+    """True when out_dir holds a complete run (notebook + results.json) none of whose inputs changed."""
+    return ((out_dir / f"{name}.ipynb").is_file() and (out_dir / RESULTS_FILE).is_file()
+            and not changed_inputs(out_dir, inputs))
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -159,7 +228,7 @@ def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs
     check_parameters(notebook, params)
     inputs = stamp_inputs(notebook, params, profile, lib_dir)
     digest = inputs_digest(inputs)
-    if not force and is_up_to_date(out_dir, name, digest):
+    if not force and is_up_to_date(out_dir, name, inputs):
         return Outcome(name, "skipped", 0.0, out_dir, "unchanged")
     if force:
         log(f"  running {name}: --force")

@@ -256,8 +256,10 @@ def test_stamp_digest_covers_inputs(tmp_path):
     (lib / "sub").mkdir(parents=True)
     (lib / "a.py").write_text("A = 1\n")
     (lib / "sub" / "b.py").write_text("B = 1\n")
-    nb = _fixture_notebook(tmp_path / "nb.ipynb")
+    nb = _fixture_notebook(tmp_path / "nb.ipynb", body="if False:\n    from lib.sub import b")
     base = rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib)
+    (lib / "a.py").write_text("A = 2\n")  # not imported by the notebook: not an input
+    assert rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib) == base
     assert rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib) == base
     assert rn.stamp_digest(nb, {"device": "cpu"}, "smoke", lib) != base
     assert rn.stamp_digest(nb, {"device": "auto"}, "full", lib) != base
@@ -266,6 +268,29 @@ def test_stamp_digest_covers_inputs(tmp_path):
     (lib / "sub" / "b.py").write_text("B = 1\n")
     _fixture_notebook(nb, body="x = 2")
     assert rn.stamp_digest(nb, {"device": "auto"}, "smoke", lib) != base
+
+
+def test_library_closure_follows_imports_of_the_real_chapters():
+    rn = load_script("run_notebooks")
+    closure = {name: {p.relative_to(rn.LIB_DIR).as_posix() for p in rn.library_closure(
+        rn.NOTEBOOKS_DIR / f"{name}.ipynb")} for name in ("01_data", "03_vit_pairwise", "09_curves")}
+    for files in closure.values():  # `from lmc_core... import` runs the package's __init__ and its imports
+        assert {"__init__.py", "canonical.py", "barrier.py", "align/__init__.py", "report.py"} <= files
+    assert "paper.py" in closure["03_vit_pairwise"] and "baselines.py" in closure["03_vit_pairwise"]
+    assert "paper.py" not in closure["01_data"] and "cli.py" not in closure["09_curves"]
+    assert {"curves.py", "multitask.py", "data/images.py"} <= closure["09_curves"]
+
+
+def test_a_run_stays_current_when_it_recorded_inputs_the_code_no_longer_has(tmp_path):
+    rn = load_script("run_notebooks")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "01_fx.ipynb").write_text("{}")
+    (out / "results.json").write_text("{}")
+    (out / "stamp.json").write_text(json.dumps({"inputs": {"notebook": "n1", "lib/old.py": "o"}}))
+    assert rn.is_up_to_date(out, "01_fx", {"notebook": "n1"})
+    assert rn.changed_inputs(out, {"notebook": "n1", "lib/new.py": "x"}) == ["lib/new.py"]
+    assert not rn.is_up_to_date(out, "01_fx", {"notebook": "n2"})
 
 
 def test_stamp_covers_the_files_a_chapter_reads(tmp_path):
@@ -295,7 +320,8 @@ def test_run_skip_rerun_and_failure(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
     (lib / "core.py").write_text("VERSION = 1\n")
-    nb = _fixture_notebook(tmp_path / "notebooks" / "01_fx.ipynb")
+    nb = _fixture_notebook(tmp_path / "notebooks" / "01_fx.ipynb", body="if False:  # an input, not run\n"
+                                                                          "    from lib import core")
     runs = tmp_path / "runs"
     kw = dict(profile="smoke", parameters={"device": "auto", "scale": 2.0}, runs_dir=runs,
               lib_dir=lib)
@@ -317,11 +343,11 @@ def test_run_skip_rerun_and_failure(tmp_path):
     assert messages == ["  running 01_fx: changed since the last run: lib/core.py"]
     assert rn.run_one(nb, **kw).status == "skipped"
     (out / "results.json").unlink()  # an incomplete run is not up to date
-    assert not rn.is_up_to_date(out, "01_fx", rn.stamp_digest(
+    assert not rn.is_up_to_date(out, "01_fx", rn.stamp_inputs(
         nb, {"profile": "smoke", "output_dir": ".", "device": "auto", "scale": 2.0}, "smoke", lib))
 
     good = (out / "01_fx.ipynb").read_bytes()
-    _fixture_notebook(nb, body="raise RuntimeError('boom in cell 3')")
+    _fixture_notebook(nb, body="raise RuntimeError('boom in cell 3')\nfrom lib import core")
     failed = rn.run_one(nb, **kw)
     assert failed.status == "failed"
     assert "boom in cell 3" in failed.message

@@ -233,7 +233,7 @@ def _cholesky_qr(y: Tensor) -> Tensor | None:
 
 
 def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inputs: Tensor,
-                      record: dict | None = None) -> Tensor:
+                      record: dict | None = None, dropout: float = 0.0) -> Tensor:
     """Logits of a canonical model, or of an ensemble of them.
 
     `params` holds each canonical parameter with its `param_shapes` shape, optionally with one
@@ -243,7 +243,11 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
     (E, B, T, m) and the attention probabilities ("attn", layer): (E, B, H, T, T), for activation
     matching (this computes attention explicitly, so it is slower). When `params` also holds the
     circuits' factors (`factor_circuits`, keys FACTOR_KEYS), attention runs on them.
+    `dropout` > 0 drops, as GPT-2 does in training, the summed embeddings, the attention
+    probabilities and each block's attention and MLP outputs (the authors' learned matching
+    keeps it on in its objective); 0, the default, is the model's function.
     """
+    drop = (lambda x: F.dropout(x, dropout, training=True)) if dropout > 0 else (lambda x: x)  # noqa: E731
     ensemble = params["qk"].dim() == 5
     p = params if ensemble else {k: v.unsqueeze(0) for k, v in params.items()}
     E = p["qk"].shape[0]
@@ -267,6 +271,7 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
         if T > c.max_positions:
             raise ValueError(f"sequence of {T} tokens exceeds the model's {c.max_positions} positions")
         h = p["token_embed"][:, inputs] + p["pos_embed"][:, None, :T]
+    h = drop(h)
     B, T, d = h.shape[1], h.shape[2], c.width
     ones = h.new_ones(E, B, T, 1)
     for layer in range(c.depth):
@@ -284,7 +289,7 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
         if record is None:
             z = F.scaled_dot_product_attention(
                 q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
-                is_causal=c.causal, scale=c.attn_scales[layer],
+                is_causal=c.causal, scale=c.attn_scales[layer], dropout_p=dropout,
             ).unflatten(0, (E, B))  # softmax(scores) values, per head
         else:
             scores = torch.einsum("ebhtc,ebhsc->ebhts", q, k) * c.attn_scales[layer]
@@ -294,13 +299,13 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
             probs = scores.softmax(-1)
             record[("attn", layer)] = probs
             z = torch.einsum("ebhts,ebhsc->ebhtc", probs, v)
-        h = h + torch.einsum("ebhta,ehad->ebtd", z, out_map) + p["attn_bias"][:, layer, None, None]
+        h = h + drop(torch.einsum("ebhta,ehad->ebtd", z, out_map) + p["attn_bias"][:, layer, None, None])
         n = rms_norm(h, c.eps) + p["norm2"][:, layer, None, None]
         u = torch.einsum("ebtd,edm->ebtm", n, p["mlp_in"][:, layer]) + p["mlp_in_bias"][:, layer, None, None]
         u = activation(c.activation, u)
         if record is not None:
             record[("mlp", layer)] = u
-        h = h + torch.einsum("ebtm,emd->ebtd", u, p["mlp_out"][:, layer]) + p["mlp_out_bias"][:, layer, None, None]
+        h = h + drop(torch.einsum("ebtm,emd->ebtd", u, p["mlp_out"][:, layer]) + p["mlp_out_bias"][:, layer, None, None])
 
     def final_norm(x: Tensor) -> Tensor:
         offset = p["norm_final"].reshape(E, *([1] * (x.dim() - 2)), d)

@@ -16,11 +16,19 @@ about its learning rate per step, so at the orthogonal map's rate (1e-3) an assi
 hundreds of steps to change and the permutations stay at their initialisation. They can have
 their own, larger rate (`perm_lr`); the study uses one for the permutation-only ablation
 (`profiles.AlignRecipe.lm_perm_lr`, with the measurements behind it).
+
+The authors' code trains the latents differently (../shared/OFFICIAL-CODE.md); each difference
+is an option of `learn` / `LatentSymmetry`: AdamW with weight decay on the latents
+(`optimizer`, `weight_decay`), linear warmup over 5% of the steps then cosine decay
+(`schedule`), gradient clipping (`clip_norm`), dropout inside the objective (`dropout`), the
+latents with the lowest validation loss at a random λ every `val_every` steps instead of the
+last ones (`val_data`), and a start perturbed by N(0, noise²) (`LatentSymmetry(noise=...)`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -43,6 +51,9 @@ from .solvers import (
 
 SOFT_INIT_MIX = 0.05  # mass spread uniformly when soft matching starts from a permutation
 LAMBDA_SAMPLERS = ("fixed_0.5", "uniform_0.4_0.6", "uniform_0_1", "normal_0.5_0.1", "uniform_0.2_0.5", "dirichlet")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "warmup_cosine")
+WARMUP_FRACTION = 0.05  # of all steps, the authors' warmup
 
 
 def sample_weights(sampler: str, num_models: int, rng: np.random.Generator, alpha: float = 0.1) -> list[float]:
@@ -73,7 +84,7 @@ class LatentSymmetry(nn.Module):
     def __init__(self, init: Symmetry, depth: int, width: int, num_heads: int, mlp_width: int, *,
                  residual: str = "orthogonal", relaxation: str = "hard", tau: float = 0.05,
                  sinkhorn_iters: int = 20, sinkhorn_tol: float | None = None, dtype: torch.dtype = torch.float32, device: torch.device | None = None,
-                 keep_centred: bool = False):
+                 keep_centred: bool = False, noise: float = 0.0, seed: int = 0):
         super().__init__()
         if residual not in ("orthogonal", "permutation"):
             raise ValueError(f"residual must be 'orthogonal' or 'permutation', got {residual!r}")
@@ -98,6 +109,11 @@ class LatentSymmetry(nn.Module):
                 for z in (self.z_heads, self.z_mlp):
                     n = z.shape[-1]
                     z.copy_(tau * torch.log((1 - SOFT_INIT_MIX) * z + SOFT_INIT_MIX / n))
+        if noise > 0:  # the authors start from I + N(0, noise²) on top of weight matching
+            generator = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                for z in (self.z_residual, self.z_heads, self.z_mlp):
+                    z.add_(noise * torch.randn(z.shape, generator=generator, dtype=torch.float64).to(z))
 
     def _units(self, z: Tensor, hard: bool) -> Tensor:
         if self.relaxation == "soft":
@@ -136,50 +152,125 @@ def learn(models: list[CanonicalTransformer], latents: list[LatentSymmetry | Non
           epochs: int, lr: float, perm_lr: float | None = None, steps_per_epoch: int | None = None,
           sampler: str = "uniform_0.4_0.6",
           alpha: float = 0.1, seed: int = 0, on_epoch: Callable[[int, list[Symmetry | None]], dict] | None = None,
-          progress: bool = True) -> dict[str, list]:
+          progress: bool = True, optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "constant",
+          clip_norm: float | None = None, dropout: float = 0.0, val_data: Iterable | None = None,
+          val_every: int = 50) -> dict[str, list]:
     """Optimise the latents so that interpolations of the aligned models have low loss.
     `latents[m]` None keeps model m fixed (the reference); `perm_lr` (default `lr`) is the rate
-    of the hard permutation latents. Returns the per-epoch history."""
+    of the hard permutation latents. The other keywords are the authors' variations (module
+    docstring); with `val_data`, the latents end at the checkpoint (every `val_every` steps and the
+    last step) of lowest validation loss. Returns the per-epoch history (plus "val_step",
+    "val_loss" and "best_step" with `val_data`)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
     config = models[0].config
     params = [{k: v.detach() for k, v in m.params().items()} for m in models]
     groups = [g for lat in latents if lat is not None for g in lat.param_groups(lr, perm_lr or lr)]
     if not groups:
         raise ValueError("learned matching needs at least one model with latents")
     distributed.broadcast(z for g in groups for z in g["params"])  # under torchrun: one starting point
-    optimizer = torch.optim.Adam(groups, lr=lr)
+    opt_class = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
+    optim = opt_class(groups, lr=lr, weight_decay=weight_decay)
+    total_steps = epochs * (_length(data, steps_per_epoch) or 0)
+    if schedule == "warmup_cosine" and total_steps == 0:
+        raise ValueError("schedule='warmup_cosine' needs the number of steps: give steps_per_epoch or sized data")
+    scheduler = None if schedule == "constant" else torch.optim.lr_scheduler.LambdaLR(
+        optim, functools.partial(_warmup_cosine, warmup=max(1, round(WARMUP_FRACTION * total_steps)), total=total_steps))
+    latent_params = [z for g in groups for z in g["params"]]
     rng = np.random.default_rng(seed)
+    val_rng = np.random.default_rng([seed, 1])  # validation λs: the training stream stays as without them
     device = params[0]["qk"].device
     history: dict[str, list] = {"epoch": [], "train_loss": []}
+    best: dict = {"loss": float("inf"), "step": -1, "state": None}
+
+    def validate(step: int) -> None:
+        loss = _validation_loss(params, latents, config, val_data, sample_weights(sampler, len(models), val_rng, alpha))
+        history.setdefault("val_step", []).append(step)
+        history.setdefault("val_loss", []).append(loss)
+        if loss < best["loss"]:
+            best.update(loss=loss, step=step, state=[None if lat is None else {k: v.clone() for k, v in lat.state_dict().items()}
+                                                     for lat in latents])
+
     if on_epoch is not None:  # epoch 0: the starting point (weight matching, or identity)
         _record(history, 0, float("nan"), on_epoch(0, [None if lat is None else lat.project() for lat in latents]))
-    for epoch in range(1, epochs + 1):
-        total, steps = 0.0, 0
-        bar = progress_bar(data, desc=f"learned matching, epoch {epoch}/{epochs}", disable=not progress, leave=False,
-                   total=_length(data, steps_per_epoch))
-        for inputs, targets in bar:
-            if steps_per_epoch is not None and steps >= steps_per_epoch:
-                break
-            inputs = inputs.to(device)
-            targets = None if targets is None else targets.to(device)
-            inputs, targets, share = distributed.shard(inputs, targets)  # under torchrun: this process's slice
-            weights = sample_weights(sampler, len(models), rng, alpha)
-            aligned = [p if lat is None else lat().apply_params(p, config)[0] for p, lat in zip(params, latents, strict=True)]
-            mixed = {k: sum(w * a[k] for w, a in zip(weights, aligned, strict=True)) for k in aligned[0]}
-            with autocast_context(device):
-                logits = canonical_forward(mixed, config, inputs)
-            loss_sum, _, count = loss_and_correct(logits, inputs, targets)
-            loss = loss_sum / count * share
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(z for g in groups for z in g["params"])
-            optimizer.step()
-            total += loss.detach()
-            steps += 1
-            if progress:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        extra = on_epoch(epoch, [None if lat is None else lat.project() for lat in latents]) if on_epoch else {}
-        _record(history, epoch, distributed.mean(total) / max(steps, 1), extra)
+    # Dropout masks from `seed`, whatever ran before; the caller's random state is left as it was.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        step = 0
+        for epoch in range(1, epochs + 1):
+            total, steps = 0.0, 0
+            bar = progress_bar(data, desc=f"learned matching, epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                       total=_length(data, steps_per_epoch))
+            for inputs, targets in bar:
+                if steps_per_epoch is not None and steps >= steps_per_epoch:
+                    break
+                inputs = inputs.to(device)
+                targets = None if targets is None else targets.to(device)
+                inputs, targets, share = distributed.shard(inputs, targets)  # under torchrun: this process's slice
+                weights = sample_weights(sampler, len(models), rng, alpha)
+                loss = _interpolated_loss(params, latents, config, weights, inputs, targets, dropout) * share
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.average_gradients(latent_params)
+                if clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(latent_params, clip_norm)
+                optim.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total += loss.detach()
+                steps += 1
+                step += 1
+                if val_data is not None and step % val_every == 0:
+                    validate(step)
+                if progress:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+            if val_data is not None and epoch == epochs and (not history.get("val_step") or history["val_step"][-1] != step):
+                validate(step)  # the last step is always a candidate
+            if val_data is not None and epoch == epochs and best["state"] is not None:
+                for lat, state in zip(latents, best["state"], strict=True):
+                    if lat is not None:
+                        lat.load_state_dict(state)
+                history["best_step"] = [best["step"]]
+            extra = on_epoch(epoch, [None if lat is None else lat.project() for lat in latents]) if on_epoch else {}
+            _record(history, epoch, distributed.mean(total) / max(steps, 1), extra)
     return history
+
+
+def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warmup over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def _interpolated_loss(params: list[dict[str, Tensor]], latents: list[LatentSymmetry | None], config,
+                       weights: list[float], inputs: Tensor, targets: Tensor | None, dropout: float = 0.0) -> Tensor:
+    """Mean cross-entropy of Σ_m w_m (model m aligned by its current latents) on one batch."""
+    aligned = [p if lat is None else lat().apply_params(p, config)[0] for p, lat in zip(params, latents, strict=True)]
+    mixed = {k: sum(w * a[k] for w, a in zip(weights, aligned, strict=True)) for k in aligned[0]}
+    with autocast_context(inputs.device):
+        logits = canonical_forward(mixed, config, inputs, dropout=dropout)
+    loss_sum, _, count = loss_and_correct(logits, inputs, targets)
+    return loss_sum / count
+
+
+@torch.no_grad()
+def _validation_loss(params: list[dict[str, Tensor]], latents: list[LatentSymmetry | None], config,
+                     data: Iterable, weights: list[float]) -> float:
+    """Mean loss over `data` of the interpolation at `weights`, no dropout, latents projected."""
+    device = params[0]["qk"].device
+    total, count = 0.0, 0
+    for inputs, targets in data:
+        inputs = inputs.to(device)
+        targets = None if targets is None else targets.to(device)
+        n = inputs.shape[0] if targets is not None else inputs.shape[0] * (inputs.shape[1] - 1)
+        total += float(_interpolated_loss(params, latents, config, weights, inputs, targets)) * n
+        count += n
+    if count == 0:
+        raise ValueError("val_data yielded no batches")
+    return total / count
 
 
 def _record(history: dict[str, list], epoch: int, train_loss: float, extra: dict) -> None:

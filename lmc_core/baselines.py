@@ -113,7 +113,7 @@ def baselines(kind: str, profile: Profile) -> list[dict[str, Any]]:
     """The trivial baselines of one model kind on the profile's own splits (see the module doc)."""
     from .data import load_token_dataset
     from .experiments import test_blocks
-    from .train import _seeded_subset, image_splits
+    from .train import image_splits, seeded_subset
 
     if kind == "vit":
         train, val, test = image_splits(profile)
@@ -128,8 +128,8 @@ def baselines(kind: str, profile: Profile) -> list[dict[str, Any]]:
     if kind == "gpt2":
         r = profile.gpt2
         tokens = load_token_dataset(r.corpus, r.tokenizer)
-        train = _seeded_subset(tokens.blocks("train", r.block_size), r.train_blocks)
-        val = _seeded_subset(tokens.blocks("val", r.block_size), r.val_blocks)
+        train = seeded_subset(tokens.blocks("train", r.block_size), r.train_blocks)
+        val = seeded_subset(tokens.blocks("val", r.block_size), r.val_blocks)
         test = test_blocks(tokens, profile)
         return [ngram(train, val, test, tokens.vocab_size, order) for order in (1, 2)]
     raise ValueError(f"unknown model kind {kind!r}; valid: vit, gpt2")

@@ -22,7 +22,7 @@ from .cache import CheckpointCache
 from .canonical import CanonicalTransformer
 from .data import image_batches, load_token_dataset, token_batches
 from .profiles import Profile
-from .train import image_splits, train_model
+from .train import image_splits, seeded_subset, train_model
 
 KINDS = ("vit", "gpt2")
 # canonical_unaligned is the control for the change of space: every aligned method interpolates
@@ -34,12 +34,15 @@ PAIRWISE_METHODS = ("vanilla", "canonical_unaligned", "activation_matching", "we
 @dataclass
 class StudyData:
     """Batches for one model kind: `train` feeds learned and activation matching, `test` is the
-    evaluation subset every barrier in the book is measured on."""
+    evaluation subset every barrier in the book is measured on, `val` the validation data every
+    tuned value and checkpoint choice is made on (the images held out of training, or the text's
+    validation split as the GPT-2's early stopping sees it)."""
 
     kind: str
     train: Any
     test: Any
     description: str
+    val: Any = None
 
 
 def test_blocks(tokens: Any, profile: Profile) -> torch.Tensor:
@@ -54,12 +57,13 @@ def test_blocks(tokens: Any, profile: Profile) -> torch.Tensor:
 def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0) -> StudyData:
     """The training split (for alignment) and the profile's test subset (for barriers)."""
     if kind == "vit":
-        train, _, test = image_splits(profile)
+        train, val, test = image_splits(profile)
         return StudyData(
             kind,
             image_batches(train, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),
             image_batches(test, profile.eval.batch_size, device=device, shuffle=False),
             f"{profile.vit.dataset}: {len(test)} test images",
+            image_batches(val, profile.eval.batch_size, device=device, shuffle=False),
         )
     if kind == "gpt2":
         r = profile.gpt2
@@ -71,6 +75,8 @@ def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0)
             token_batches(train_blocks, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),
             token_batches(test, profile.eval.batch_size, device=device, shuffle=False),
             f"{r.corpus} ({r.tokenizer} tokens): {len(test)} test blocks of {r.block_size}",
+            token_batches(seeded_subset(tokens.blocks("val", r.block_size), r.val_blocks), profile.eval.batch_size,
+                          device=device, shuffle=False),
         )
     raise ValueError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
 
@@ -186,6 +192,53 @@ def lambda_samplers(model_a: nn.Module, model_b: nn.Module, profile: Profile, da
                       **align_options(profile, lambda_sampler=sampler))
         result = barrier(found.model_a, found.model_b, data.test, lambdas=lambdas or profile.experiment.lambdas)
         rows.append(result_row("learned_matching", models or [], result, lambda_sampler=sampler))
+    return rows
+
+
+# Chapter 08: the authors' recipe against ours. Each component is also added alone to our recipe
+# (on the first pair), so a difference between the recipes can be traced to what causes it.
+WM_COMPONENTS = {"layer weighting": ("weighting",), "Frobenius head cost": ("head_cost",),
+                 "normalised L1 unit cost": ("unit_cost",)}
+LM_COMPONENTS = {"authors' weight matching as start": ("weighting", "head_cost", "unit_cost"),
+                 "AdamW 3e-4, warmup + cosine, clip": ("optimizer", "lr", "weight_decay", "schedule", "clip_norm"),
+                 "dropout 0.1 in the objective": ("dropout",),
+                 "best latents on validation": ("val_data",),
+                 "noisy start": ("init_noise",)}
+
+
+def recipe_comparison(kind: str, profile: Profile, device: torch.device, *, component_pairs: int = 1,
+                      progress: bool = True) -> list[dict[str, Any]]:
+    """Weight and learned matching under our recipe and the authors' (`align.RECIPES`) on every
+    pair, with the controls (vanilla, canonical_unaligned); on the first `component_pairs` pairs
+    also our recipe with one of the authors' components switched on (WM_COMPONENTS,
+    LM_COMPONENTS). Both recipes run the profile's learned-matching length, and the authors' picks
+    its latents on the validation split. Rows carry `recipe` ("ours", "official" or
+    "ours + <component>"); the learned-matching rows also the validation checkpoint it kept."""
+    from .align import recipe_options
+
+    data = study_data(kind, profile, device)
+    official = {**recipe_options("official"), "val_data": data.val}
+    lambdas = profile.experiment.lambdas
+    rows: list[dict[str, Any]] = []
+    for index, (sa, sb) in enumerate(seed_pairs(profile.experiment.n_pairs)):
+        model_a, model_b = trained_models(kind, profile, [sa, sb], device, progress)
+        for method in ("vanilla", "canonical_unaligned"):
+            found = align_by_name(method, model_a, model_b, profile, data)
+            pair = (model_a, model_b) if found is None else (found.model_a, found.model_b)
+            rows.append(result_row(method, [sa, sb], barrier(*pair, data.test, lambdas=lambdas)))
+        variants = {"ours": {}, "official": {**official, "recipe": "official"}}
+        for method, components in (("weight_matching", WM_COMPONENTS), ("learned_matching", LM_COMPONENTS)):
+            runs = dict(variants)
+            if index < component_pairs:
+                runs |= {f"ours + {name}": {k: official[k] for k in keys} for name, keys in components.items()}
+            for recipe, opts in runs.items():
+                found = align_by_name(method, model_a, model_b, profile, data, **opts)
+                result = barrier(found.model_a, found.model_b, data.test, lambdas=lambdas)
+                extra = {"recipe": recipe}
+                if "best_step" in found.history:
+                    extra["best_step"] = found.history["best_step"][0]
+                    extra["val_steps"] = len(found.history["val_step"])
+                rows.append(result_row(method, [sa, sb], result, **extra))
     return rows
 
 

@@ -165,7 +165,7 @@ def _vit_task(profile: Profile, seed: int, device: torch.device) -> _Task:
     )
 
 
-def _seeded_subset(blocks: Tensor, n: int | None) -> Tensor:
+def seeded_subset(blocks: Tensor, n: int | None) -> Tensor:
     """``n`` blocks drawn at random over the whole split, the same for every model seed."""
     if n is None or n >= len(blocks):
         return blocks
@@ -176,8 +176,8 @@ def _gpt2_task(profile: Profile, seed: int, device: torch.device) -> _Task:
     r = profile.gpt2
     tokens = load_token_dataset(r.corpus, r.tokenizer)
     train = tokens.blocks("train", r.block_size)
-    train = _seeded_subset(train, r.train_blocks)
-    val = _seeded_subset(tokens.blocks("val", r.block_size), r.val_blocks)
+    train = seeded_subset(train, r.train_blocks)
+    val = seeded_subset(tokens.blocks("val", r.block_size), r.val_blocks)
 
     def train_batches(epoch: int) -> Batches:
         return token_batches(train, r.batch_size, device=device, shuffle=True,
@@ -194,7 +194,7 @@ def _gpt2_task(profile: Profile, seed: int, device: torch.device) -> _Task:
         train_batches=train_batches, steps_per_epoch=len(train_batches(0)),
         items_per_batch=lambda x: x.shape[0] * (x.shape[1] - 1),
         val_batches=fixed(val), patience=r.patience,
-        test_batches=fixed(_seeded_subset(tokens.blocks("test", r.block_size),
+        test_batches=fixed(seeded_subset(tokens.blocks("test", r.block_size),
                                           profile.eval.test_blocks)),
     )
 

@@ -39,19 +39,7 @@ sys.path.insert(0, str(ROOT))
 from lmc_core import experiments  # noqa: E402
 from lmc_core.align import align  # noqa: E402
 from lmc_core.baselines import baselines  # noqa: E402
-from lmc_core.data import image_batches, load_token_dataset, token_batches  # noqa: E402
 from lmc_core.profiles import PROFILES, Profile, get_profile  # noqa: E402
-from lmc_core.train import _seeded_subset, image_splits  # noqa: E402
-
-
-def validation_batches(kind: str, profile: Profile, device: torch.device) -> Any:
-    """The validation data of `kind`: the held-out training images, or the text validation blocks
-    the GPT-2's early stopping uses."""
-    if kind == "vit":
-        return image_batches(image_splits(profile).val, profile.eval.batch_size, device=device, shuffle=False)
-    r = profile.gpt2
-    blocks = _seeded_subset(load_token_dataset(r.corpus, r.tokenizer).blocks("val", r.block_size), r.val_blocks)
-    return token_batches(blocks, profile.eval.batch_size, device=device, shuffle=False)
 
 
 def endpoints(kind: str, models: list[torch.nn.Module], profile: Profile) -> dict[str, Any]:
@@ -123,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind in experiments.KINDS:
         print(f"[{kind}] endpoints", flush=True)
         models = experiments.trained_models(kind, profile, [0, 1], device)
-        data, val = experiments.study_data(kind, profile, device), validation_batches(kind, profile, device)
+        data = experiments.study_data(kind, profile, device)
+        val = data.val
         entry = {"endpoints": endpoints(kind, models, profile)}
         print(f"[{kind}] learned-matching budget", flush=True)
         entry["lm_budget"] = lm_budget(kind, models, profile, data, val, args.max_epochs, args.tolerance)
@@ -134,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind in experiments.KINDS:
         print(f"[{kind}] lm_perm_lr", flush=True)
         models = experiments.trained_models(kind, profile, [0, 1], device)
-        data, val = experiments.study_data(kind, profile, device), validation_batches(kind, profile, device)
+        data = experiments.study_data(kind, profile, device)
+        val = data.val
         out["kinds"][kind]["lm_perm_lr"] = perm_lr(kind, models, profile, data, val, epochs, args.perm_lrs)
         for rate, value in out["kinds"][kind]["lm_perm_lr"]["val_barrier_by_rate"].items():
             sums[rate] += value

@@ -140,7 +140,7 @@ def _sci(x: float) -> str:
     return f"{float(mantissa):g}e{int(exponent)}" if x < 0.01 else f"{x:g}"
 
 
-def _recipe_settings(kind: str, profile: Any) -> dict[str, str]:
+def recipe_settings(kind: str, profile: Any) -> dict[str, str]:
     """A profile's recipe in the rows of TABLE3."""
     hardware = PROFILE_HARDWARE.get(profile.name, profile.device)
     if kind == "vit":
@@ -172,7 +172,7 @@ def _recipe_settings(kind: str, profile: Any) -> dict[str, str]:
 def table3_rows(kind: str, profiles: Iterable[Any]) -> list[dict[str, str]]:
     """The paper's Table 3 recipe of `kind` ("vit" or "gpt2") next to each profile's, one row a
     setting (the `paper` profile is Table 3 itself and is left out)."""
-    ours = {p.name: _recipe_settings(kind, p) for p in profiles if p.name != "paper"}
+    ours = {p.name: recipe_settings(kind, p) for p in profiles if p.name != "paper"}
     return [{"setting": key, "paper (Table 3)": value, **{name: s[key] for name, s in ours.items()}}
             for key, value in TABLE3[kind].items()]
 
@@ -425,7 +425,7 @@ class PairedDifference:
                 f"{self.mean:+.3f}{se}, {self.positive}/{self.n} pair{'s' if self.n != 1 else ''}")
 
 
-def _by_pair(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[tuple[int, ...], dict[str, float]]:
+def barriers_by_pair(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[tuple[int, ...], dict[str, float]]:
     """{pair: {method: value}} of the plain Table 2 rows (no λ sampler, width or init knob)."""
     out: dict[tuple[int, ...], dict[str, float]] = {}
     for row in rows:
@@ -441,7 +441,7 @@ def paired_differences(rows: Iterable[Mapping[str, Any]],
                        metric: str = "loss_barrier") -> list[PairedDifference]:
     """Per-pair differences `larger − smaller` for every relation whose two methods ran on at
     least one common pair (rows of one data set and profile: results.json rows)."""
-    by_pair = _by_pair(rows, metric)
+    by_pair = barriers_by_pair(rows, metric)
     out = []
     for larger, smaller in relations:
         diffs = [v[larger] - v[smaller] for v in by_pair.values() if larger in v and smaller in v]
@@ -665,7 +665,7 @@ def space_and_alignment(rows: Iterable[Mapping[str, Any]], metric: str = "loss_b
     """Each aligned method's gain over vanilla split, per pair, into the change of space (vanilla −
     canonical_unaligned: canonical instead of raw weights, nothing aligned) and the alignment
     (canonical_unaligned − method). One row per method with mean, s.e. and the pairs."""
-    by_pair = _by_pair(rows, metric)
+    by_pair = barriers_by_pair(rows, metric)
     out = []
     for method in COMPARED_METHODS[2:]:
         common = [v for v in by_pair.values() if {"vanilla", CONTROL, method} <= v.keys()]

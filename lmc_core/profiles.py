@@ -269,7 +269,7 @@ _FULL = Profile(
     gpt2=GPT2Recipe(tokenizer="gpt2", max_epochs=15, patience=2),
     eval=EvalRecipe(test_images=None, test_blocks=None, batch_size=128),
     align=AlignRecipe(lm_epochs=5, lm_batch_size=64, am_samples=512, universe_iterations=5),
-    experiment=ExperimentRecipe(n_pairs=3, simplex_resolution=10),
+    experiment=ExperimentRecipe(n_pairs=3, simplex_resolution=15),
 )
 
 _SMOKE = Profile(
@@ -299,7 +299,7 @@ _SMOKE = Profile(
     # Three independent pairs (six models of each kind), so even the smoke tables carry a
     # standard error: smoke models train in seconds.
     experiment=ExperimentRecipe(
-        n_pairs=3, n_multi=3, hetero_wide=64, hetero_narrow=(32, 16), simplex_resolution=4,
+        n_pairs=3, n_multi=3, hetero_wide=64, hetero_narrow=(32, 16), simplex_resolution=6,
         lambdas=11,
     ),
     # ~45 ms a curve step on one core: 100 steps (about 0.6 of an epoch of the smoke subset) and
@@ -327,7 +327,7 @@ _CPU = Profile(
     align=dataclasses.replace(_SMOKE.align, wm_iterations=15, lm_epochs=3, lm_steps_per_epoch=50,
                               lm_perm_lr=0.03, am_samples=512, universe_iterations=5),
     experiment=ExperimentRecipe(
-        n_pairs=3, n_multi=3, hetero_wide=128, hetero_narrow=(64, 32), simplex_resolution=8, lambdas=11,
+        n_pairs=3, n_multi=3, hetero_wide=128, hetero_narrow=(64, 32), simplex_resolution=12, lambdas=11,
     ),
     curves=CurveRecipe(steps=300, task_weights=(0.95, 0.65, 0.35, 0.05), mt_steps=300, mt_seeds=1),
 )

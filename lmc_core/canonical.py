@@ -245,9 +245,17 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
     circuits' factors (`factor_circuits`, keys FACTOR_KEYS), attention runs on them.
     `dropout` > 0 drops, as GPT-2 does in training, the summed embeddings, the attention
     probabilities and each block's attention and MLP outputs (the authors' learned matching
-    keeps it on in its objective); 0, the default, is the model's function.
+    keeps it on in its objective); 0, the default, is the model's function. The canonical stream is
+    centred and dropout does not keep it centred, so the dropped stream's RMSNorm is close to, not
+    the same as, GPT-2's LayerNorm of its own dropped stream.
     """
-    drop = (lambda x: F.dropout(x, dropout, training=True)) if dropout > 0 else (lambda x: x)  # noqa: E731
+    def drop(x: Tensor) -> Tensor:
+        return F.dropout(x, dropout, training=True) if dropout > 0 else x
+
+    def residual_add(h: Tensor, out: Tensor, bias: Tensor) -> Tensor:
+        # without dropout the sums keep their order: results bit-identical to the plain forward
+        return h + drop(out + bias) if dropout > 0 else h + out + bias
+
     ensemble = params["qk"].dim() == 5
     p = params if ensemble else {k: v.unsqueeze(0) for k, v in params.items()}
     E = p["qk"].shape[0]
@@ -299,13 +307,13 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
             probs = scores.softmax(-1)
             record[("attn", layer)] = probs
             z = torch.einsum("ebhts,ebhsc->ebhtc", probs, v)
-        h = h + drop(torch.einsum("ebhta,ehad->ebtd", z, out_map) + p["attn_bias"][:, layer, None, None])
+        h = residual_add(h, torch.einsum("ebhta,ehad->ebtd", z, out_map), p["attn_bias"][:, layer, None, None])
         n = rms_norm(h, c.eps) + p["norm2"][:, layer, None, None]
         u = torch.einsum("ebtd,edm->ebtm", n, p["mlp_in"][:, layer]) + p["mlp_in_bias"][:, layer, None, None]
         u = activation(c.activation, u)
         if record is not None:
             record[("mlp", layer)] = u
-        h = h + drop(torch.einsum("ebtm,emd->ebtd", u, p["mlp_out"][:, layer]) + p["mlp_out_bias"][:, layer, None, None])
+        h = residual_add(h, torch.einsum("ebtm,emd->ebtd", u, p["mlp_out"][:, layer]), p["mlp_out_bias"][:, layer, None, None])
 
     def final_norm(x: Tensor) -> Tensor:
         offset = p["norm_final"].reshape(E, *([1] * (x.dim() - 2)), d)

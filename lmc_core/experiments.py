@@ -94,12 +94,17 @@ def seed_pairs(n_pairs: int) -> list[tuple[int, int]]:
 
 
 def align_options(profile: Profile, **overrides: Any) -> dict[str, Any]:
-    """The profile's alignment settings as `align` options."""
+    """The profile's alignment settings as `align` options. With `recipe` among the overrides,
+    the settings that recipe fixes (the authors' learning rate, say) are its, not the profile's."""
+    from .align import recipe_options
+
     a = profile.align
-    return {"iterations": a.wm_iterations, "epochs": a.lm_epochs, "steps_per_epoch": a.lm_steps_per_epoch,
-            "lr": a.lm_lr, "lambda_sampler": a.lambda_sampler, "samples": a.am_samples, "tau": a.sinkhorn_tau,
-            "sinkhorn_iters": a.sinkhorn_iters, "sinkhorn_tol": a.sinkhorn_tol, "alpha": a.multi_alpha, "universe_iterations": a.universe_iterations,
-            "lambdas": profile.experiment.lambdas, **overrides}
+    defaults = {"iterations": a.wm_iterations, "epochs": a.lm_epochs, "steps_per_epoch": a.lm_steps_per_epoch,
+                "lr": a.lm_lr, "lambda_sampler": a.lambda_sampler, "samples": a.am_samples, "tau": a.sinkhorn_tau,
+                "sinkhorn_iters": a.sinkhorn_iters, "sinkhorn_tol": a.sinkhorn_tol, "alpha": a.multi_alpha,
+                "universe_iterations": a.universe_iterations, "lambdas": profile.experiment.lambdas}
+    fixed = recipe_options(overrides["recipe"]) if "recipe" in overrides else {}
+    return {**{k: v for k, v in defaults.items() if k not in fixed}, **overrides}
 
 
 def align_by_name(method: str, model_a: nn.Module, model_b: nn.Module, profile: Profile, data: StudyData,
@@ -217,7 +222,7 @@ def recipe_comparison(kind: str, profile: Profile, device: torch.device, *, comp
     from .align import recipe_options
 
     data = study_data(kind, profile, device)
-    official = {**recipe_options("official"), "val_data": data.val}
+    official = {**recipe_options("official"), "val_data": data.val}  # each component's values, below
     lambdas = profile.experiment.lambdas
     rows: list[dict[str, Any]] = []
     for index, (sa, sb) in enumerate(seed_pairs(profile.experiment.n_pairs)):
@@ -226,7 +231,7 @@ def recipe_comparison(kind: str, profile: Profile, device: torch.device, *, comp
             found = align_by_name(method, model_a, model_b, profile, data)
             pair = (model_a, model_b) if found is None else (found.model_a, found.model_b)
             rows.append(result_row(method, [sa, sb], barrier(*pair, data.test, lambdas=lambdas)))
-        variants = {"ours": {}, "official": {**official, "recipe": "official"}}
+        variants = {"ours": {}, "official": {"recipe": "official", "val_data": data.val}}
         for method, components in (("weight_matching", WM_COMPONENTS), ("learned_matching", LM_COMPONENTS)):
             runs = dict(variants)
             if index < component_pairs:

@@ -24,9 +24,14 @@ def _path_rows(vanilla: float, wm: float, lm: float) -> list[dict]:
 def test_path_sentence_agrees_only_when_wm_removes_most_and_lm_is_flat() -> None:
     agree = checks.path_sentence(_path_rows(2.0, 0.3, 0.01), "Fig. 3a")
     assert "3 pairs" in agree and "peaks at λ = 0.5 on every pair" in agree
-    assert "most of it, as in the paper" in agree and "about zero (≤ 0.05 nats), as in the paper" in agree
+    assert "over half on every pair, as in the paper" in agree
+    assert "about zero (≤ 0.05 nats) on every pair, as in the paper" in agree
     disagree = checks.path_sentence(_path_rows(1.0, 0.8, 0.2), "Fig. 3b")
-    assert "not most of it, unlike the paper" in disagree and "not flat, unlike the paper" in disagree
+    assert "not over half on every pair, unlike the paper" in disagree and "not flat, unlike the paper" in disagree
+    # one pair failing is enough: the mean alone would pass
+    mixed = _path_rows(2.0, 0.3, 0.01)
+    mixed[-1]["loss_barrier"] = 0.2
+    assert "not flat, unlike the paper" in checks.path_sentence(mixed, "Fig. 3a")
     assert "no check" in checks.path_sentence([_row("vanilla", 0, 1.0)], "Fig. 3a")
 
 
@@ -69,7 +74,9 @@ def test_lm_init_sentence() -> None:
     slow = {"weight_matching": {"epoch": [0, 1, 2], "test_barrier": [0.2, 0.1, 0.09]},
             "identity": {"epoch": [0, 1, 2], "test_barrier": [1.0, 0.1, 0.04]}}
     out = checks.lm_init_sentence(slow)
-    assert "not about zero" in out and "no larger barrier remains" in out
+    assert "not about zero (≤ 0.05 nats) by epoch 2" in out and "no larger barrier remains" in out
+    one = {k: {"epoch": v["epoch"][:2], "test_barrier": v["test_barrier"][:2]} for k, v in slow.items()}
+    assert "by epoch 1" in checks.lm_init_sentence(one) and "1 epoch long" in checks.lm_init_sentence(one)
 
 
 def test_soft_sentence_separates_a_lower_middle_from_a_changed_endpoint() -> None:
@@ -98,7 +105,10 @@ def test_recipe_sentences_pair_recipes_and_components() -> None:
     out = checks.recipe_sentences(rows)
     assert out[0].startswith("LM, the authors' recipe minus ours: +0.100 ± 0.")
     assert "positive on 3 of 3 pairs; resolved" in out[0] and "higher on every pair" in out[0]
-    assert "optimiser +0.080; dropout -0.010" in out[1] and "largest change comes from optimiser" in out[1]
+    assert "optimiser +0.080; dropout -0.010" in out[1] and "largest change on this pair comes from optimiser" in out[1]
+    quiet = [r for r in rows if r["recipe"] in ("ours", "official")] + [
+        _row("learned_matching", 0, 0.101, recipe="ours + dropout")]
+    assert "None moves the barrier by 0.005 nats or more on this pair" in checks.recipe_sentences(quiet)[1]
 
 
 @pytest.mark.parametrize("kind", ["vit", "gpt2"])
@@ -117,7 +127,7 @@ def test_symmetry_sentences() -> None:
              "weight_distance": 1e-8, "raw_weight_distance": 0.7, "loss_barrier": 0.0,
              "vanilla_loss_barrier": 0.3}]
     (out,) = checks.symmetry_sentences(rows, labels)
-    assert "2.0e-07 (perm): every class keeps the function" in out and "1 of 3 classes move" in out
+    assert "2.0e-07 (perm): every class keeps the function" in out and "1 of 3 classes moves" in out
     assert "the canonical form absorbs it" in out and "above 0.05 nats for 1 class (perm)" in out
     assert "flat to 1e-6 for canonical, inv" in out and "climbs 0.300 nats" in out
     rows[1]["logit_deviation"] = 1.0

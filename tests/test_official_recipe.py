@@ -154,6 +154,7 @@ def test_official_recipe_presets_and_errors() -> None:
         align(a, a, "learned_matching", data=data, recipe="official", epochs=1)
     kept_last = align(a, a, "learned_matching", data=data, recipe="official", epochs=1, val_data=False)
     assert "best_step" not in kept_last.history and kept_last.options["optimizer"] == "adamw"
+    assert kept_last.options["val_data"] is False and kept_last.options["token_rows"] is None
     with pytest.raises(ValueError, match="unknown recipe"):
         align(a, a, recipe="paper")
     with pytest.raises(ValueError, match="weighting must be one of"):
@@ -163,3 +164,14 @@ def test_official_recipe_presets_and_errors() -> None:
     with pytest.raises(ValueError, match="warmup_cosine"):
         learn([canonicalize(a)] * 2, [None, LatentSymmetry(align(a, a).symmetry, 2, 32, 4, 64)],
               iter(data), epochs=1, lr=1e-3, schedule="warmup_cosine", progress=False)
+
+
+def test_align_options_leave_a_recipes_settings_to_it() -> None:
+    from lmc_core.experiments import align_options
+    from lmc_core.profiles import get_profile
+
+    profile = get_profile("smoke")
+    assert align_options(profile)["lr"] == profile.align.lm_lr
+    official = align_options(profile, recipe="official")
+    assert "lr" not in official and official["iterations"] == profile.align.wm_iterations
+    assert align_options(profile, recipe="official", lr=0.5)["lr"] == 0.5  # explicit still wins

@@ -222,6 +222,8 @@ def align(model_a: nn.Module, model_b: nn.Module, method: str = "weight_matching
             found = latent.project()
     symmetry = lift.then(found) if lifted else found
     stored = {k: v for k, v in opts.items() if k not in ("eval_data", "val_data", "token_rows")}
+    stored |= {"val_data": bool(opts["val_data"]),  # data are not options: whether given, and how many rows
+               "token_rows": None if opts["token_rows"] is None else len(opts["token_rows"])}
     return Alignment(method, symmetry, a, found.apply(b), history, stored)
 
 

@@ -110,7 +110,8 @@ class LatentSymmetry(nn.Module):
                     n = z.shape[-1]
                     z.copy_(tau * torch.log((1 - SOFT_INIT_MIX) * z + SOFT_INIT_MIX / n))
         if noise > 0:  # the authors start from I + N(0, noise²) on top of weight matching
-            generator = torch.Generator().manual_seed(seed)
+            # a stream of its own: `seed` also seeds the width lift and the dropout masks
+            generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
             with torch.no_grad():
                 for z in (self.z_residual, self.z_heads, self.z_mlp):
                     z.add_(noise * torch.randn(z.shape, generator=generator, dtype=torch.float64).to(z))

@@ -47,8 +47,9 @@ HEAD_COSTS = ("squared", "frobenius")
 UNIT_COSTS = ("inner", "normalized_l1")
 # weighting="layer": (parameter, residual axis) pairs the authors' Procrustes reads. Outside the
 # blocks: the embedding matrices and the head; per layer: the query side of QK (axis 2: x̃ QK x̃ᵀ
-# contracts the query with axis 2), the output side of OV and the two MLP matrices.
-LAYER_OUTSIDE = {"token_embed": 1, "pos_embed": 1, "patch_embed": 1, "prefix": 1, "head": 0}
+# contracts the query with axis 2), the output side of OV and the two MLP matrices. The authors
+# have no ViT: for it we add the patch and position tables, not the single class-token vector.
+LAYER_OUTSIDE = {"token_embed": 1, "pos_embed": 1, "patch_embed": 1, "head": 0}
 LAYER_BLOCKS = {"qk": 2, "ov": 3, "mlp_in": 1, "mlp_out": 2}
 
 

@@ -8,17 +8,22 @@ barrier values themselves mean nothing. ViT: embed 256, depth 6, heads 8, MLP 51
 28×28×1, 10 classes. GPT-2: 6 layers, 4 heads, width 256, n_inner 1024, context 256, vocab 50257,
 untied head. Data: random images / token blocks, already on the device.
 
-"Naive": for each λ, copy.deepcopy(model A), load_state_dict of lerp(θ_B, θ_A, λ), float32,
-a plain model forward per batch. "Engine vanilla": `barrier(raw A, raw B)` (interpolate raw,
-canonicalise each λ, one ensemble pass per batch). "Engine canonical": `barrier` on the
-canonical forms (canonicalised before timing, as aligned models are). Both engine runs use the
-exact low-rank factors of the attention circuits; the "dense circuits" runs switch them off
-(full (d+1)-wide circuits), to show what the factors buy. The engine runs in bf16
-autocast on CUDA unless --fp32. Each method is warmed up on the first batch first; CUDA is
-synchronised around every timing. Prints seconds, speed-ups, the largest |Δ loss| against the
-naive loop (vanilla: over the whole path, which is the same path; canonical: at the two ends
-only, since interpolating canonical parameters is a different path), and one JSON line with
-the device, torch version, git commit and the machine's load average.
+Two paths, each against the loop a user would write without the engine, same numbers:
+
+- Vanilla (raw parameters interpolated). "Naive": for each λ, copy.deepcopy(model A),
+  load_state_dict of lerp(θ_B, θ_A, λ), a plain model forward per batch.
+- Canonical (canonical parameters interpolated, as after alignment). "Naive": for each λ,
+  `interpolate(ca, cb, λ)` (a CanonicalTransformer) and its forward per batch.
+
+"Engine" is `barrier(...)` with the strategy it picks itself (`auto`: on CPU one point at a
+time, the raw model's own forward for vanilla, factored circuits for canonical; on CUDA one
+ensemble pass per batch), then each strategy forced: "ensemble" (every λ one ensemble member)
+and "ensemble, dense" (the same without the exact low-rank circuit factors, to show what the
+factors buy). The engine runs in bf16 autocast on CUDA unless --fp32. Each method is warmed up
+on the first batch first; CUDA is synchronised around every timing. Prints seconds, speed-ups
+against the naive loop of the same path, the largest |Δ loss| against it along the whole path,
+and one JSON line with the device, torch version, git commit, the machine's load average and
+the peak memory.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from torch import Tensor, nn  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from lmc_core.adapters import canonicalize  # noqa: E402
-from lmc_core.barrier import barrier, lambda_grid  # noqa: E402
+from lmc_core.barrier import barrier, interpolate, lambda_grid, pick_strategy  # noqa: E402
+from lmc_core.canonical import CanonicalTransformer  # noqa: E402
 from lmc_core.metrics import loss_and_correct, model_logits  # noqa: E402
 
 Batches = list[tuple[Tensor, Tensor | None]]
@@ -70,12 +76,17 @@ def make_data(kind: str, batches: int, batch_size: int, device: torch.device) ->
 
 @torch.no_grad()
 def naive(model_a: nn.Module, model_b: nn.Module, data: Batches, grid: list[float]) -> list[float]:
-    """Mean loss at each λ, one interpolated model at a time, float32, plain forward."""
+    """Mean loss at each λ, one interpolated model at a time, float32, plain forward. Raw models:
+    a deep copy with lerped weights; canonical ones: `interpolate`, a CanonicalTransformer."""
     sa, sb = model_a.state_dict(), model_b.state_dict()
     losses = []
     for lam in grid:
-        model = copy.deepcopy(model_a)
-        model.load_state_dict({k: torch.lerp(sb[k], v, lam) if v.is_floating_point() else v for k, v in sa.items()})
+        if isinstance(model_a, CanonicalTransformer):
+            model = interpolate(model_a, model_b, lam)
+        else:
+            model = copy.deepcopy(model_a)
+            model.load_state_dict({k: torch.lerp(sb[k], v, lam) if v.is_floating_point() else v
+                                   for k, v in sa.items()})
         model.eval()
         total, count = 0.0, 0
         for inputs, targets in data:
@@ -97,35 +108,36 @@ def timed(fn: Callable[[], list[float]], device: torch.device) -> tuple[list[flo
     return out, time.perf_counter() - start
 
 
+PATHS = ("vanilla", "canonical")
+ENGINES = ("engine", "ensemble", "ensemble_dense")
+
+
 def run(kind: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """{path: {method: {seconds, losses, speedup, max_abs_dloss}}} for both paths."""
     a, b = (build(kind, seed).to(device).eval() for seed in (0, 1))
-    ca, cb = canonicalize(a), canonicalize(b)
+    ends = {"vanilla": (a, b), "canonical": (canonicalize(a), canonicalize(b))}
     data = make_data(kind, args.batches, args.batch_size, device)
     grid = lambda_grid(args.lambdas)
     autocast = False if args.fp32 else None
-    methods = {
-        "naive": lambda d, g: naive(a, b, d, g),
-        "vanilla": lambda d, g: barrier(a, b, d, g, autocast=autocast).losses,
-        "canonical": lambda d, g: barrier(ca, cb, d, g, autocast=autocast).losses,
-        "vanilla_dense": lambda d, g: dense_circuits(lambda: barrier(a, b, d, g, autocast=autocast).losses),
-        "canonical_dense": lambda d, g: dense_circuits(lambda: barrier(ca, cb, d, g, autocast=autocast).losses),
-    }
     out: dict = {}
-    for name, fn in methods.items():
-        fn(data[:1], [0.0, 1.0])  # warm-up: every code path once
-        losses, seconds = timed(lambda fn=fn: fn(data, grid), device)
-        out[name] = {"seconds": round(seconds, 3), "losses": losses}
-    ref = out["naive"]["losses"]
-    ends = [grid.index(0.0), grid.index(1.0)]
-    for name in ("vanilla", "canonical", "vanilla_dense", "canonical_dense"):
-        losses = out[name]["losses"]
-        out[name]["speedup"] = round(out["naive"]["seconds"] / out[name]["seconds"], 3)
-        out[name]["max_abs_dloss_ends"] = max(abs(losses[i] - ref[i]) for i in ends)
-    # The vanilla path is the naive path; the canonical path is another path (SPEC section 1).
-    for name in ("vanilla", "vanilla_dense"):
-        out[name]["max_abs_dloss_path"] = max(abs(x - y) for x, y in zip(out[name]["losses"], ref, strict=True))
-    out["canonical"]["max_abs_dloss_vs_dense"] = max(
-        abs(x - y) for x, y in zip(out["canonical"]["losses"], out["canonical_dense"]["losses"], strict=True))
+    for path, (x, y) in ends.items():
+        methods = {
+            "naive": lambda d, g, x=x, y=y: naive(x, y, d, g),
+            "engine": lambda d, g, x=x, y=y: barrier(x, y, d, g, autocast=autocast).losses,
+            "ensemble": lambda d, g, x=x, y=y: barrier(x, y, d, g, autocast=autocast, strategy="ensemble").losses,
+            "ensemble_dense": lambda d, g, x=x, y=y: dense_circuits(
+                lambda: barrier(x, y, d, g, autocast=autocast, strategy="ensemble").losses),
+        }
+        out[path] = {}
+        for name, fn in methods.items():
+            fn(data[:1], [0.0, 1.0])  # warm-up: every code path once
+            losses, seconds = timed(lambda fn=fn: fn(data, grid), device)
+            out[path][name] = {"seconds": round(seconds, 3), "losses": losses}
+        ref = out[path]["naive"]
+        for name in ENGINES:
+            m = out[path][name]
+            m["speedup"] = round(ref["seconds"] / m["seconds"], 3)
+            m["max_abs_dloss"] = max(abs(p - q) for p, q in zip(m["losses"], ref["losses"], strict=True))
     return out
 
 
@@ -160,7 +172,7 @@ def write_record(path: Path, record: dict) -> None:
 
 def git_commit() -> str:
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
+        return subprocess.check_output(["git", "describe", "--always", "--dirty", "--abbrev=7"], text=True,
                                        stderr=subprocess.DEVNULL).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -182,18 +194,17 @@ def main() -> None:
     results = {}
     for kind in args.models.split(","):
         r = run(kind, args, device)
-        results[kind] = {k: {f: v for f, v in m.items() if f != "losses"} for k, m in r.items()}
-        v, c, vd, cd = r["vanilla"], r["canonical"], r["vanilla_dense"], r["canonical_dense"]
-        print(f"{kind}: naive {r['naive']['seconds']:.2f} s | engine vanilla {v['seconds']:.2f} s "
-              f"({v['speedup']:.2f}x, max |Δ loss| path {v['max_abs_dloss_path']:.1e}) | engine canonical "
-              f"{c['seconds']:.2f} s ({c['speedup']:.2f}x, max |Δ loss| ends {c['max_abs_dloss_ends']:.1e}, "
-              f"vs dense {c['max_abs_dloss_vs_dense']:.1e}) | dense circuits: vanilla {vd['seconds']:.2f} s "
-              f"({vd['speedup']:.2f}x), canonical {cd['seconds']:.2f} s ({cd['speedup']:.2f}x)  "
-              f"[engine {precision}, naive fp32]", flush=True)
+        results[kind] = {path: {k: {f: v for f, v in m.items() if f != "losses"} for k, m in methods.items()}
+                         for path, methods in r.items()}
+        for path in PATHS:
+            cells = " | ".join(f"{name} {r[path][name]['seconds']:.2f} s ({r[path][name]['speedup']:.2f}x, "
+                               f"max |Δ loss| {r[path][name]['max_abs_dloss']:.1e})" for name in ENGINES)
+            print(f"{kind} {path}: naive {r[path]['naive']['seconds']:.2f} s | {cells}  "
+                  f"[engine {precision}, naive fp32]", flush=True)
     record = {
         "bench": "barrier", "device": device_name(device), "torch": torch.__version__, "commit": git_commit(),
         "batches": args.batches, "batch_size": args.batch_size, "lambdas": args.lambdas,
-        "engine_precision": precision, "weights": "random", "load_average": os.getloadavg(),
+        "engine_precision": precision, "engine_strategy": pick_strategy("auto", device), "weights": "random", "load_average": os.getloadavg(),
         "peak_rss_mib": peak_rss_mib(), "results": results,
     }
     print(json.dumps(record))

@@ -1,4 +1,4 @@
-"""Loss barriers along linear paths and over simplices, evaluated as one ensemble forward.
+"""Loss barriers along linear paths and over simplices: one ensemble forward, or one point at a time.
 
 SPEC section 1. For models θ_A, θ_B, data D and the mean cross-entropy L:
 
@@ -8,10 +8,21 @@ on a λ grid that contains 0 and 1; the accuracy barrier is the same formula on 
 1 − acc. For M models, λ ranges over the simplex grid {w : w_m = k_m / R, Σ k_m = R} and
 B = max_w L[Σ w_m θ_m] − Σ w_m L[θ_m].
 
-"Vanilla" (raw models) interpolates the raw parameters, then canonicalises each interpolated
-model; canonical models are interpolated in canonical form. Either way the E points of the path
-become one ensemble of canonical parameters with a leading axis E, and `canonical_forward`
-evaluates all of them in a single pass per batch (chunked to bound memory).
+"Vanilla" (raw models) interpolates the raw parameters; canonical models are interpolated in
+canonical form. How the E points of a path are evaluated is the engine's strategy (`STRATEGIES`),
+picked from the device unless the caller names one:
+
+- "ensemble" (CUDA, or whenever `max_ensemble` is given): every point becomes a member of one
+  ensemble of canonical parameters with a leading axis E (raw points are canonicalised one by
+  one), and `canonical_forward` evaluates the members in one pass per batch, in chunks sized
+  from the free memory. On a GPU this fills the device that a small model alone leaves idle.
+- "loop" (CPU): one point at a time. Raw points run the model's own forward (one working copy,
+  its weights overwritten in place at each λ: no deep copy, no canonicalisation); canonical
+  points run `canonical_forward` one member at a time. A CPU has no launch overhead for batching
+  to hide, and one member's activations stay in cache: on 2 cores a member costs about two thirds
+  of what it costs inside an 11-member ensemble (`bench/barrier.py` measures both).
+
+Both give the same numbers to float rounding (the test suite checks 1e-6).
 
 Attention runs on exact low-rank factors of the circuits whenever they exist
 (`canonical.factor_circuits`): a raw model's QK and OV circuits have rank head_dim, a mix of M
@@ -48,12 +59,13 @@ from .canonical import (
     check_compatible,
     factor_circuits,
 )
-from .metrics import autocast_context, loss_and_correct
+from .metrics import autocast_context, loss_and_correct, model_logits
 from .progress import progress_bar
 
 Batch = tuple[Tensor, Tensor | None]
 Data = Batch | Iterable[Batch]
 CPU_BUDGET_BYTES = 2 * 2**30  # activations of one ensemble chunk on CPU
+STRATEGIES = ("auto", "ensemble", "loop")
 CUDA_BUDGET_FRACTION = 0.5  # of the free GPU memory
 
 
@@ -146,12 +158,13 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, lam: float) -> nn.Module
 
 @torch.no_grad()
 def _ensemble_params(
-    models: Sequence[nn.Module], chains: Sequence[Sequence[float]]
+    models: Sequence[nn.Module], chains: Sequence[Sequence[float]], *, factor: bool = True
 ) -> tuple[CanonicalConfig, dict[str, Tensor], str]:
     """Canonical parameters of the combinations `chains` of `models`, stacked: (config, params, space).
 
     All raw: combine raw parameters, canonicalise each point ("raw", vanilla). Otherwise combine
-    canonical parameters, all points at once ("canonical")."""
+    canonical parameters, all points at once ("canonical"). With `factor`, the circuits' exact
+    low-rank factors are added where they exist and pay (`factor_circuits`)."""
     if not any(isinstance(m, CanonicalTransformer) for m in models):
         for m in models[1:]:
             _check_raw(models[0], m)
@@ -166,7 +179,8 @@ def _ensemble_params(
                     params[name] = value.new_empty((len(chains), *value.shape))
                 params[name][e] = value
         # Each point is a raw model: its circuits have rank head_dim.
-        return point.config, params | (factor_circuits(params, _head_dim(point.config)) or {}), "raw"
+        factors = factor_circuits(params, _head_dim(point.config)) if factor else None
+        return point.config, params | (factors or {}), "raw"
     config, stacked = _stack([canonicalize(m) for m in models])  # (M, ...)
     weights = torch.tensor(chains, dtype=stacked["qk"].dtype, device=stacked["qk"].device)  # (E, M−1)
     params = {}
@@ -176,7 +190,8 @@ def _ensemble_params(
         for m in range(len(models) - 2, -1, -1):
             out = torch.lerp(out, value[m], weights[:, m].reshape(shape))
         params[name] = out.contiguous()
-    return config, params | (_mixed_factors(stacked, chains, config) or {}), "canonical"
+    factors = _mixed_factors(stacked, chains, config) if factor else None
+    return config, params | (factors or {}), "canonical"
 
 
 def _same_model(a: nn.Module, b: nn.Module) -> bool:
@@ -210,16 +225,73 @@ def _distinct_points(models: Sequence[nn.Module], chains: Sequence[Sequence[floa
     return list(models), [list(c) for c in first], [first[tuple(c)] for c in chains]
 
 
+def pick_strategy(strategy: str, device: torch.device | str, max_ensemble: int | None = None) -> str:
+    """"ensemble" or "loop" for `strategy` ("auto": the ensemble on an accelerator or when a chunk
+    size `max_ensemble` is given, the loop on CPU; see the module docstring)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} is not one of {STRATEGIES}")
+    if strategy != "auto":
+        return strategy
+    return "ensemble" if max_ensemble is not None or torch.device(device).type != "cpu" else "loop"
+
+
+# Finding the factors runs in float64 on small batched matrices (Cholesky QR): on CPU each of its
+# multiply-adds costs about this many of the forward's float32 ones (measured on 2 cores:
+# factoring a 6-layer, 8-head, 256-wide ViT takes about 0.19 s, its forward ~0.3 s per 64 images).
+FACTORING_COST_RATIO = 4.0
+
+
+def _factors_pay(config: CanonicalConfig, num_models: int, batches: Sequence[Batch], points: int) -> bool:
+    """Whether factored attention saves more work over `points` points and `batches` than finding
+    the factors of `num_models` models costs (a multiply-add count; `factor_circuits`).
+
+    Per token, head and layer, dense attention costs 2 (d+1)² + 2 T (d+1) multiply-adds (x̃ QK,
+    the output map, scores and values over T keys) and factored attention of rank R = M · head_dim
+    costs 4 (d+1) R + 2 T R. Finding one model's factors costs about 2 circuits × (5 (d+1)² r +
+    8 (d+1) r²) per head and layer with r = head_dim, weighted by FACTORING_COST_RATIO. On an
+    accelerator factoring is cheap next to the data, and the ensemble always factors."""
+    size, rank = config.width + 1, _head_dim(config)
+    mixed = num_models * rank
+    heads = config.depth * config.num_heads
+    saved = 0.0
+    for inputs, _ in batches:
+        T = (config.img_size // config.patch_size) ** 2 + config.num_prefix if config.task == "image" \
+            else inputs.shape[1]
+        per_token = 2 * size**2 + 2 * T * size - (4 * size * mixed + 2 * T * mixed)
+        saved += points * inputs.shape[0] * T * heads * per_token
+    cost = FACTORING_COST_RATIO * num_models * heads * 2 * (5 * size**2 * rank + 8 * size * rank**2)
+    return saved > cost
+
+
 def _points_metrics(models: Sequence[nn.Module], chains: Sequence[Sequence[float]], data: Data, *,
-                    device: torch.device, max_ensemble: int | None, autocast: bool | None, progress: bool
-                    ) -> tuple[list[float], list[float], str]:
+                    device: torch.device, max_ensemble: int | None, autocast: bool | None, progress: bool,
+                    strategy: str = "auto") -> tuple[list[float], list[float], str]:
     """(losses, accuracies, space) at the combinations `chains` of `models`, one per chain."""
     space = "raw" if not any(isinstance(m, CanonicalTransformer) for m in models) else "canonical"
+    strategy = pick_strategy(strategy, device, max_ensemble)
     distinct, unique_chains, index = _distinct_points(models, chains)
-    config, params, _ = _ensemble_params(distinct, unique_chains)
-    losses, accs = _ensemble_metrics(config, params, data, device=device, max_ensemble=max_ensemble,
-                                     autocast=autocast, progress=progress)
+    if strategy == "ensemble":
+        config, params, _ = _ensemble_params(distinct, unique_chains)
+        losses, accs = _ensemble_metrics(config, params, data, device=device, max_ensemble=max_ensemble,
+                                         autocast=autocast, progress=progress)
+    elif space == "raw":
+        losses, accs = _raw_loop_metrics(distinct, unique_chains, data, device=device, autocast=autocast,
+                                         progress=progress)
+    else:  # canonical points one at a time; factored circuits only when finding them pays
+        batches = _materialize(data)
+        factor = _factors_pay(canonicalize(distinct[0]).config, len(distinct), batches, len(unique_chains))
+        config, params, _ = _ensemble_params(distinct, unique_chains, factor=factor)
+        losses, accs = _ensemble_metrics(config, params, batches, device=device, max_ensemble=1,
+                                         autocast=autocast, progress=progress)
     return [losses[i] for i in index], [accs[i] for i in index], space
+
+
+def _materialize(data: Data) -> list[Batch]:
+    """The batches of `data` as a list (a generator can be read only once)."""
+    batches = list(_as_batches(data))
+    if not batches:
+        raise ValueError("no data: `data` yielded no batches")
+    return batches
 
 
 def _head_dim(config: CanonicalConfig) -> int:
@@ -348,6 +420,44 @@ def _ensemble_metrics(
     return (loss_sum / count).tolist(), (correct_sum / count).tolist()
 
 
+@torch.no_grad()
+def _raw_loop_metrics(models: Sequence[nn.Module], chains: Sequence[Sequence[float]], data: Data, *,
+                      device: torch.device, autocast: bool | None, progress: bool
+                      ) -> tuple[list[float], list[float]]:
+    """Mean loss and accuracy at each combination `chains` of the raw `models`, one point at a
+    time: a single working copy of model A gets each point's weights in place (`_combine_into`,
+    the same lerp chain as the ensemble) and runs its own forward over every batch. `data` is read
+    once and kept (a generator could not be replayed for the next point)."""
+    for m in models[1:]:
+        _check_raw(models[0], m)
+    batches = _materialize(data)
+    work = copy.deepcopy(models[0]).to(device).eval()
+    target, states = work.state_dict(), [m.state_dict() for m in models]
+    use_autocast = device.type == "cuda" if autocast is None else autocast
+    dtype = next(work.parameters()).dtype  # images in the model's precision, as the ensemble casts them
+    losses, accs = [], []
+    with progress_bar(total=len(chains) * len(batches), desc="barrier", unit="batch",
+                      disable=not progress) as bar:
+        for chain in chains:
+            _combine_into(target, states, chain)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct_sum = torch.zeros((), dtype=torch.float64, device=device)
+            count = 0
+            for inputs, targets in batches:
+                inputs = inputs.to(device, dtype if inputs.is_floating_point() else None, non_blocking=True)
+                targets = None if targets is None else targets.to(device, non_blocking=True)
+                with autocast_context(device, use_autocast):
+                    logits = model_logits(work, inputs)
+                loss, correct, n = loss_and_correct(logits, inputs, targets)
+                loss_sum += loss.double()
+                correct_sum += correct.double()
+                count += n
+                bar.update()
+            losses.append(loss_sum / count)
+            accs.append(correct_sum / count)
+    return torch.stack(losses).tolist(), torch.stack(accs).tolist()
+
+
 def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -362,15 +472,31 @@ def evaluate_ensemble(
     max_ensemble: int | None = None,
     autocast: bool | None = None,
     progress: bool = False,
+    strategy: str = "auto",
 ) -> tuple[list[float], list[float]]:
-    """(losses, accuracies) of several models (raw or canonical, one architecture) in one
-    ensemble pass per batch; accuracy as a fraction, loss the mean cross-entropy."""
+    """(losses, accuracies) of several models (raw or canonical, one architecture); accuracy as a
+    fraction, loss the mean cross-entropy. `strategy` as for `barrier`: on the loop, raw models
+    run their own forward and canonical ones one at a time; on the ensemble, all of them run as
+    one canonical ensemble pass per batch."""
     if not models:
         raise ValueError("evaluate_ensemble: no models")
+    device = _device_of(models[0], device)
+    strategy = pick_strategy(strategy, device, max_ensemble)
+    if strategy == "ensemble":
+        config, params = _stack([canonicalize(m) for m in models])
+        params |= factor_circuits(params, _head_dim(config)) or {}
+        return _ensemble_metrics(config, params, data, device=device, max_ensemble=max_ensemble,
+                                 autocast=autocast, progress=progress)
+    batches = _materialize(data)
+    if not any(isinstance(m, CanonicalTransformer) for m in models):
+        out = [_raw_loop_metrics([m], [[]], batches, device=device, autocast=autocast, progress=progress)
+               for m in models]
+        return [loss for (loss,), _ in out], [acc for _, (acc,) in out]
     config, params = _stack([canonicalize(m) for m in models])
-    params |= factor_circuits(params, _head_dim(config)) or {}
-    return _ensemble_metrics(config, params, data, device=_device_of(models[0], device),
-                             max_ensemble=max_ensemble, autocast=autocast, progress=progress)
+    if _factors_pay(config, 1, batches, 1):  # each model's own factors serve that model alone
+        params |= factor_circuits(params, _head_dim(config)) or {}
+    return _ensemble_metrics(config, params, batches, device=device, max_ensemble=1, autocast=autocast,
+                             progress=progress)
 
 
 # -- two models: the path ------------------------------------------------------------------------
@@ -458,21 +584,24 @@ def barrier(
     max_ensemble: int | None = None,
     autocast: bool | None = None,
     progress: bool = False,
+    strategy: str = "auto",
 ) -> BarrierResult:
     """The loss and accuracy barrier between two models on `data` (SPEC section 1).
 
-    Two raw models: vanilla, the raw parameters are interpolated and each point canonicalised.
-    Otherwise (either is canonical) the canonical forms are interpolated. All λ points are
-    evaluated as one ensemble per batch: chunks of `max_ensemble` members (default: from the
-    activation size and the memory budget), bf16 autocast on CUDA (`autocast=None`), fp32
-    summed losses accumulated in fp64. `data`: one (inputs, targets) pair or an iterable of
-    them; targets None means next-token language modelling. `device`: default model A's.
-    Memory: the stacked canonical parameters of all λ stay on the device (E × one canonical
-    model; GPT-2 at the paper's size: about 130 MB a point in fp32)."""
+    Two raw models: vanilla, the raw parameters are interpolated. Otherwise (either is
+    canonical) the canonical forms are interpolated. `strategy` (module docstring): "auto" runs
+    the λ points as one ensemble per batch on CUDA, in chunks of `max_ensemble` members (default:
+    from the activation size and the free memory), and one point at a time on CPU; "ensemble" or
+    "loop" force one. bf16 autocast on CUDA (`autocast=None`), fp32 summed losses accumulated in
+    fp64. `data`: one (inputs, targets) pair or an iterable of them; targets None means
+    next-token language modelling. `device`: default model A's. Memory (ensemble, and canonical
+    loop): the stacked canonical parameters of all λ stay on the device (E × one canonical
+    model; GPT-2 at the paper's size: about 130 MB a point in fp32); the raw loop keeps one copy
+    of model A and the batches of `data`."""
     grid = lambda_grid(lambdas)
     losses, accs, space = _points_metrics([model_a, model_b], [[lam] for lam in grid], data,
                                           device=_device_of(model_a, device), max_ensemble=max_ensemble,
-                                          autocast=autocast, progress=progress)
+                                          autocast=autocast, progress=progress, strategy=strategy)
     return BarrierResult(grid, losses, accs, space)
 
 
@@ -538,16 +667,19 @@ def simplex_barrier(
     max_ensemble: int | None = None,
     autocast: bool | None = None,
     progress: bool = False,
+    strategy: str = "auto",
 ) -> SimplexResult:
     """B = max_w L[Σ w_m θ_m] − Σ w_m L[θ_m] over {w_m = k_m / resolution, Σ k_m = resolution}.
 
     Raw models are combined in raw space (vanilla), otherwise in canonical form, through the
-    exact lerp chain of `_combine_into`; the M corners give the models' own losses L_m."""
+    exact lerp chain of `_combine_into`; the M corners give the models' own losses L_m.
+    `strategy` and the other keywords as for `barrier`."""
     M = len(models)
     counts = simplex_counts(M, resolution)
     chains = [_chain(k) for k in counts]
     losses, accs, space = _points_metrics(list(models), chains, data, device=_device_of(models[0], device),
-                                          max_ensemble=max_ensemble, autocast=autocast, progress=progress)
+                                          max_ensemble=max_ensemble, autocast=autocast, progress=progress,
+                                          strategy=strategy)
     corners = [counts.index(tuple(resolution if j == m else 0 for j in range(M))) for m in range(M)]
     model_losses = [losses[i] for i in corners]
     model_errors = [1.0 - accs[i] for i in corners]

@@ -39,7 +39,15 @@ import torch
 from torch import Tensor, nn
 
 from .adapters import canonicalize
-from .barrier import BarrierResult, Batch, Data, _as_batches, _ensemble_metrics, lambda_grid
+from .barrier import (
+    BarrierResult,
+    Batch,
+    Data,
+    _as_batches,
+    _ensemble_metrics,
+    lambda_grid,
+    pick_strategy,
+)
 from .canonical import CanonicalConfig, CanonicalTransformer, canonical_forward, check_compatible
 from .metrics import autocast_context, loss_and_correct
 from .progress import progress_bar
@@ -303,18 +311,22 @@ def curve_barrier(
     max_ensemble: int | None = None,
     autocast: bool | None = None,
     progress: bool = False,
+    strategy: str = "auto",
 ) -> BarrierResult:
     """`barrier` along the curve: B_t = L[θ(t)] − (t L_A + (1 − t) L_B) on the grid `ts` (an int
     n: n evenly spaced points; a sequence must contain 0 and 1). Every point is one member of
-    one ensemble pass per batch (the barrier engine's); `lambdas` of the result are the t.
+    one ensemble pass per batch on CUDA, one point at a time on CPU (the barrier engine's
+    `strategy`); `lambdas` of the result are the t.
 
     The points go to the engine as dense circuits, not factored: a trained bend's QK/OV
     circuits can have rank above head_dim, where factoring could only fail."""
     grid = lambda_grid(ts)
     params = {k: v.detach() for k, v in curve.params_at(grid).items()}
-    losses, accs = _ensemble_metrics(curve.config, params, data,
-                                     device=torch.device(device or curve.ends["qk"].device),
-                                     max_ensemble=max_ensemble, autocast=autocast, progress=progress)
+    device = torch.device(device or curve.ends["qk"].device)
+    loop = pick_strategy(strategy, device, max_ensemble) == "loop"  # one point at a time (CPU)
+    losses, accs = _ensemble_metrics(curve.config, params, data, device=device,
+                                     max_ensemble=1 if loop else max_ensemble, autocast=autocast,
+                                     progress=progress)
     return BarrierResult(grid, losses, accs, "canonical")
 
 

@@ -25,6 +25,7 @@ from lmc_core.barrier import (
     evaluate_ensemble,
     interpolate,
     lambda_grid,
+    pick_strategy,
     simplex_barrier,
     simplex_counts,
 )
@@ -108,32 +109,40 @@ def test_self_barrier_is_exactly_zero(arch, space):
     if space == "canonical":
         a = canonicalize(a)
     data = batches(arch, make(arch, 3))
-    for n, max_ensemble in ((11, None), (7, 3)):  # one chunk, and chunks of 3, 3, 1
-        r = barrier(a, a, data, n, max_ensemble=max_ensemble)
+    # the loop, one ensemble chunk, and chunks of 3, 3, 1
+    for n, strategy, max_ensemble in ((11, "loop", None), (11, "ensemble", None), (7, "ensemble", 3)):
+        r = barrier(a, a, data, n, max_ensemble=max_ensemble, strategy=strategy)
         assert r.space == space
         assert r.loss_excess == [0.0] * n and r.acc_excess == [0.0] * n
         assert r.loss_barrier == 0.0 and r.acc_barrier == 0.0
 
 
-def test_identical_points_share_one_evaluation(monkeypatch, pair):
+@pytest.mark.parametrize("strategy", ["ensemble", "loop"])
+def test_identical_points_share_one_evaluation(monkeypatch, pair, strategy):
     """Equality of losses never rests on a batched forward rounding every member alike: a model
     joined with an identical copy is one point, and a λ listed twice is evaluated once."""
     arch, a, b, data = pair
     sizes = []
-    real = barrier_module._ensemble_metrics
+    real_ensemble, real_loop = barrier_module._ensemble_metrics, barrier_module._raw_loop_metrics
 
-    def counting(config, params, data, **kwargs):
+    def counting_ensemble(config, params, data, **kwargs):
         sizes.append(params["qk"].shape[0])
-        return real(config, params, data, **kwargs)
+        return real_ensemble(config, params, data, **kwargs)
 
-    monkeypatch.setattr(barrier_module, "_ensemble_metrics", counting)
+    def counting_loop(models, chains, data, **kwargs):
+        sizes.append(len(chains))
+        return real_loop(models, chains, data, **kwargs)
+
+    monkeypatch.setattr(barrier_module, "_ensemble_metrics", counting_ensemble)
+    monkeypatch.setattr(barrier_module, "_raw_loop_metrics", counting_loop)
     for x, y in ((a, copy.deepcopy(a)), (canonicalize(a), canonicalize(copy.deepcopy(a)))):
-        r = barrier(x, y, data, 11)
+        r = barrier(x, y, data, 11, strategy=strategy)
         assert sizes.pop() == 1 and r.loss_excess == [0.0] * 11 and r.loss_barrier == 0.0
-    r = barrier(a, b, data, [0.0, 0.5, 0.5, 1.0])
+    r = barrier(a, b, data, [0.0, 0.5, 0.5, 1.0], strategy=strategy)
     assert sizes.pop() == 3 and r.losses[1] == r.losses[2] and r.losses[0] != r.losses[1]
-    s = simplex_barrier([a, copy.deepcopy(a), a], data, resolution=2)
+    s = simplex_barrier([a, copy.deepcopy(a), a], data, resolution=2, strategy=strategy)
     assert sizes.pop() == 1 and set(s.deviation) == {0.0}
+    assert not sizes
 
 
 def test_endpoints_and_nonnegative_barrier(pair):
@@ -178,9 +187,41 @@ def test_canonical_path_equals_interpolate_then_forward(pair):
 def test_ensemble_equals_per_lambda_loop(pair):
     arch, a, b, data = pair
     for max_ensemble in (None, 4):
-        r = barrier(a, b, data, 6, max_ensemble=max_ensemble)
+        r = barrier(a, b, data, 6, max_ensemble=max_ensemble, strategy="ensemble")
         for lam, loss, acc in zip(r.lambdas, r.losses, r.accuracies, strict=True):
             assert_same_metrics(loss, acc, interpolate(a, b, lam), data)
+
+
+def test_auto_strategy_by_device_and_chunk_size():
+    assert pick_strategy("auto", "cpu") == "loop"
+    assert pick_strategy("auto", "cuda") == pick_strategy("auto", "cpu", max_ensemble=4) == "ensemble"
+    assert pick_strategy("loop", "cuda") == "loop"
+    with pytest.raises(ValueError, match="strategy 'batched' is not one of"):
+        barrier(make("vit", 0), make("vit", 1), batches("vit", make("vit", 0)), strategy="batched")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_loop_and_ensemble_give_the_same_numbers(arch):
+    """float32 models, as the study runs them: every path, simplex and evaluation the same to 1e-6
+    under both strategies (the raw loop runs the model's own forward, the ensemble the canonical
+    one, so they agree to rounding, not bit for bit)."""
+    a, b, c = (make(arch, seed, dtype=torch.float32) for seed in (0, 1, 2))
+    data = batches(arch, a)
+
+    def close(x: list[float], y: list[float]) -> bool:
+        return max(abs(p - q) for p, q in zip(x, y, strict=True)) < 1e-6
+
+    for models in ((a, b), (canonicalize(a), canonicalize(b))):
+        loop, ensemble = (barrier(*models, data, 6, strategy=s) for s in ("loop", "ensemble"))
+        assert close(loop.losses, ensemble.losses) and close(loop.loss_excess, ensemble.loss_excess)
+        assert loop.space == ensemble.space
+    for models in ((a, b, c), tuple(canonicalize(m) for m in (a, b, c))):
+        loop, ensemble = (simplex_barrier(models, data, 3, strategy=s) for s in ("loop", "ensemble"))
+        assert close(loop.losses, ensemble.losses) and close(loop.deviation, ensemble.deviation)
+    loop, ensemble = (evaluate_ensemble([a, canonicalize(b)], data, strategy=s)[0] for s in ("loop", "ensemble"))
+    assert close(loop, ensemble)
+    loop, ensemble = (evaluate_ensemble([a, b], data, strategy=s)[0] for s in ("loop", "ensemble"))
+    assert close(loop, ensemble)
 
 
 def test_interpolate_raw_is_exact_at_ends_and_with_itself():
@@ -373,3 +414,26 @@ def test_factored_simplex_of_three_models_is_the_dense_one() -> None:
     with torch.no_grad():
         want, got = canonical_forward(dense, config, inputs), canonical_forward(params, config, inputs)
     assert (got - want).abs().max() <= 1e-9 * want.abs().max()
+
+
+def test_the_loop_factors_circuits_only_when_that_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The break-even of `_factors_pay` sits between one image and a realistic test set for the
+    paper-size ViT (d 256, 8 heads, 6 layers), and a run either way gives the same numbers."""
+    vit = canonicalize(make_vit(dtype=torch.float32, seed=0, width=256, depth=6, heads=8, img_size=28, in_chans=1))
+    config = vit.config
+    one = [(torch.zeros(1, 1, 28, 28), None)]
+    many = [(torch.zeros(64, 1, 28, 28), None)] * 10
+    assert not barrier_module._factors_pay(config, 2, one, 3)
+    assert barrier_module._factors_pay(config, 2, many, 11)
+    raw = [make("vit", seed, dtype=torch.float32, heads=4) for seed in (0, 1)]  # mixed rank 12 of 25
+    a, b = (canonicalize(m) for m in raw)
+    data = batches("vit", raw[0])
+    calls = []
+    monkeypatch.setattr(barrier_module, "_mixed_factors", lambda *args, real=barrier_module._mixed_factors:
+                        calls.append(1) or real(*args))
+    dense = barrier(a, b, data, 5, strategy="loop")
+    assert not calls
+    monkeypatch.setattr(barrier_module, "_factors_pay", lambda *args: True)
+    factored = barrier(a, b, data, 5, strategy="loop")
+    assert calls
+    assert max(abs(x - y) for x, y in zip(dense.losses, factored.losses, strict=True)) < 1e-6

@@ -233,7 +233,7 @@ def _cholesky_qr(y: Tensor) -> Tensor | None:
 
 
 def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inputs: Tensor,
-                      record: dict | None = None, dropout: float = 0.0) -> Tensor:
+                      record: dict | None = None, dropout: float = 0.0, last_position: bool = True) -> Tensor:
     """Logits of a canonical model, or of an ensemble of them.
 
     `params` holds each canonical parameter with its `param_shapes` shape, optionally with one
@@ -241,13 +241,14 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
     are shared by the ensemble. Returns (B, K) / (B, T, K) logits, or (E, B, ...) for an ensemble.
     If `record` is a dict, it receives per layer the MLP hidden activations ("mlp", layer):
     (E, B, T, m) and the attention probabilities ("attn", layer): (E, B, H, T, T), for activation
-    matching (this computes attention explicitly, so it is slower). When `params` also holds the
+    matching (this computes attention explicitly, as does bf16 autocast on CPU). When `params` also holds the
     circuits' factors (`factor_circuits`, keys FACTOR_KEYS), attention runs on them.
     `dropout` > 0 drops, as GPT-2 does in training, the summed embeddings, the attention
     probabilities and each block's attention and MLP outputs (the authors' learned matching
     keeps it on in its objective); 0, the default, is the model's function. The canonical stream is
     centred and dropout does not keep it centred, so the dropped stream's RMSNorm is close to, not
-    the same as, GPT-2's LayerNorm of its own dropped stream.
+    the same as, GPT-2's LayerNorm of its own dropped stream. `last_position=False` (token ids)
+    leaves out the last position's logits, which next-token training never reads: (…, T − 1, K).
     """
     def drop(x: Tensor) -> Tensor:
         return F.dropout(x, dropout, training=True) if dropout > 0 else x
@@ -282,6 +283,8 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
     h = drop(h)
     B, T, d = h.shape[1], h.shape[2], c.width
     ones = h.new_ones(E, B, T, 1)
+    # torch's CPU flash attention is slow in bf16 (3-4x the explicit softmax(QKᵀ)V at these sizes)
+    explicit = h.device.type == "cpu" and torch.is_autocast_enabled("cpu")
     for layer in range(c.depth):
         n = rms_norm(h, c.eps) + p["norm1"][:, layer, None, None]
         aug = torch.cat([n, ones], dim=-1)  # x̃ = [x, 1]
@@ -294,7 +297,7 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
             q = torch.einsum("ebta,ehac->ebhtc", aug, p["qk"][:, layer])
             k = v = aug.unsqueeze(2).expand(E, B, c.num_heads, T, d + 1)
             out_map = p["ov"][:, layer]
-        if record is None:
+        if record is None and not explicit:
             z = F.scaled_dot_product_attention(
                 q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
                 is_causal=c.causal, scale=c.attn_scales[layer], dropout_p=dropout,
@@ -305,8 +308,9 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
                 mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
                 scores = scores.masked_fill(mask, float("-inf"))
             probs = scores.softmax(-1)
-            record[("attn", layer)] = probs
-            z = torch.einsum("ebhts,ebhsc->ebhtc", probs, v)
+            if record is not None:
+                record[("attn", layer)] = probs
+            z = torch.einsum("ebhts,ebhsc->ebhtc", drop(probs), v)
         h = residual_add(h, torch.einsum("ebhta,ehad->ebtd", z, out_map), p["attn_bias"][:, layer, None, None])
         n = rms_norm(h, c.eps) + p["norm2"][:, layer, None, None]
         u = torch.einsum("ebtd,edm->ebtm", n, p["mlp_in"][:, layer]) + p["mlp_in_bias"][:, layer, None, None]
@@ -327,8 +331,12 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
             h = final_norm(h)
         logits = torch.einsum("ebd,edk->ebk", h, p["head"]) + p["head_bias"][:, None]
     else:
-        logits = torch.einsum("ebtd,edk->ebtk", final_norm(h), p["head"]) + p["head_bias"][:, None, None]
-    return logits if ensemble else logits[0]
+        if not last_position:
+            h = h[:, :, :-1]
+        # one fused matmul-and-bias: the head is the largest layer of a language model
+        flat = torch.baddbmm(p["head_bias"][:, None], final_norm(h).flatten(1, 2), p["head"])
+        logits = flat.unflatten(1, h.shape[1:3])
+    return logits if ensemble else logits.squeeze(0)  # a view: no full-size gradient buffer in backward
 
 
 class CanonicalTransformer(nn.Module):

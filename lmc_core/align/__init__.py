@@ -55,6 +55,8 @@ OPTIONS: dict[str, Any] = {
     "alpha": 0.1,  # Dirichlet concentration (align_many)
     "universe_iterations": 5,
     "progress": False,
+    # learned matching's objective in bf16 autocast: None on CUDA only, True also on CPU (align.learned)
+    "autocast": None,
     # the authors' variations (RECIPES["official"]); the defaults are ours
     "weighting": "parameter",  # weight matching's Procrustes blocks: per parameter, or "layer"
     "head_cost": "squared",  # or "frobenius"
@@ -218,7 +220,7 @@ def align(model_a: nn.Module, model_b: nn.Module, method: str = "weight_matching
                             seed=opts["seed"], on_epoch=on_epoch, progress=opts["progress"],
                             optimizer=opts["optimizer"], weight_decay=opts["weight_decay"], schedule=opts["schedule"],
                             clip_norm=opts["clip_norm"], dropout=opts["dropout"], val_data=opts["val_data"] or None,
-                            val_every=opts["val_every"])
+                            val_every=opts["val_every"], autocast=opts["autocast"])
             found = latent.project()
     symmetry = lift.then(found) if lifted else found
     stored = {k: v for k, v in opts.items() if k not in ("eval_data", "val_data", "token_rows")}
@@ -271,7 +273,7 @@ def align_many(models: list[nn.Module], method: str = "learned_matching", data=N
                    for s in symmetries]
         refine = learn(canon, latents, data, epochs=opts["epochs"], lr=opts["lr"], perm_lr=opts["perm_lr"],
                        steps_per_epoch=opts["steps_per_epoch"], sampler="dirichlet", alpha=opts["alpha"],
-                       seed=opts["seed"], progress=opts["progress"])
+                       seed=opts["seed"], progress=opts["progress"], autocast=opts["autocast"])
         history |= {f"refine_{k}": v for k, v in refine.items()}
         symmetries = [lat.project() for lat in latents]
     aligned = [s.apply(m) for s, m in zip(symmetries, canon, strict=True)]

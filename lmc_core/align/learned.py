@@ -33,11 +33,12 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import distributed
 from ..canonical import CanonicalTransformer, canonical_forward
-from ..metrics import autocast_context, loss_and_correct
+from ..metrics import autocast_context
 from ..progress import progress_bar
 from ..symmetry import Symmetry, UnitMap
 from .solvers import (
@@ -155,12 +156,14 @@ def learn(models: list[CanonicalTransformer], latents: list[LatentSymmetry | Non
           alpha: float = 0.1, seed: int = 0, on_epoch: Callable[[int, list[Symmetry | None]], dict] | None = None,
           progress: bool = True, optimizer: str = "adam", weight_decay: float = 0.0, schedule: str = "constant",
           clip_norm: float | None = None, dropout: float = 0.0, val_data: Iterable | None = None,
-          val_every: int = 50) -> dict[str, list]:
+          val_every: int = 50, autocast: bool | None = None) -> dict[str, list]:
     """Optimise the latents so that interpolations of the aligned models have low loss.
     `latents[m]` None keeps model m fixed (the reference); `perm_lr` (default `lr`) is the rate
     of the hard permutation latents. The other keywords are the authors' variations (module
     docstring); with `val_data`, the latents end at the checkpoint (every `val_every` steps and the
-    last step) of lowest validation loss. Returns the per-epoch history (plus "val_step",
+    last step) of lowest validation loss. `autocast`: the mixed model's forward and backward in
+    bf16 (None: on CUDA only; True also on CPU, where bf16 matmuls are fast on CPUs with AVX512-BF16
+    or AMX; `bench/align.py` measures it). Returns the per-epoch history (plus "val_step",
     "val_loss" and "best_step" with `val_data`)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
@@ -211,7 +214,7 @@ def learn(models: list[CanonicalTransformer], latents: list[LatentSymmetry | Non
                 targets = None if targets is None else targets.to(device)
                 inputs, targets, share = distributed.shard(inputs, targets)  # under torchrun: this process's slice
                 weights = sample_weights(sampler, len(models), rng, alpha)
-                loss = _interpolated_loss(params, latents, config, weights, inputs, targets, dropout) * share
+                loss = _interpolated_loss(params, latents, config, weights, inputs, targets, dropout, autocast) * share
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 distributed.average_gradients(latent_params)
@@ -247,14 +250,18 @@ def _warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def _interpolated_loss(params: list[dict[str, Tensor]], latents: list[LatentSymmetry | None], config,
-                       weights: list[float], inputs: Tensor, targets: Tensor | None, dropout: float = 0.0) -> Tensor:
-    """Mean cross-entropy of Σ_m w_m (model m aligned by its current latents) on one batch."""
+                       weights: list[float], inputs: Tensor, targets: Tensor | None, dropout: float = 0.0,
+                       autocast: bool | None = None) -> Tensor:
+    """Mean cross-entropy of Σ_m w_m (model m aligned by its current latents) on one batch. Only
+    the forward of the mixed model runs under `autocast` (bf16; None: on CUDA only): the
+    projections of the latents (SVD, Hungarian) and the loss stay in float32."""
     aligned = [p if lat is None else lat().apply_params(p, config)[0] for p, lat in zip(params, latents, strict=True)]
     mixed = {k: sum(w * a[k] for w, a in zip(weights, aligned, strict=True)) for k in aligned[0]}
-    with autocast_context(inputs.device):
-        logits = canonical_forward(mixed, config, inputs, dropout=dropout)
-    loss_sum, _, count = loss_and_correct(logits, inputs, targets)
-    return loss_sum / count
+    next_token = targets is None
+    with autocast_context(inputs.device, autocast):
+        logits = canonical_forward(mixed, config, inputs, dropout=dropout, last_position=not next_token)
+    targets = inputs[:, 1:] if next_token else targets
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 @torch.no_grad()

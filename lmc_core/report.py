@@ -402,25 +402,73 @@ HEADERS = {
 }
 
 
+MODEL_NAMES = {"vit": "ViT", "gpt2": "GPT-2"}
+
+
 def benchmark_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The table of one bench/results record (bench/barrier.py or bench/train.py --out): one
-    row per model, seconds and speed-ups against the baseline measured in the same run."""
+    """The table of one bench/results record (bench/barrier.py, bench/align.py or bench/train.py
+    --out): seconds or throughput, and speed-ups against the baseline measured in the same run."""
     if record.get("bench") == "barrier":
-        data = f"{record['batches']} × {record['batch_size']}, {record['lambdas']} λ"
-        rows = []
-        for kind, r in record["results"].items():
+        return _barrier_bench_rows(record)
+    if record.get("bench") == "align":
+        return _align_bench_rows(record)
+    return _train_bench_rows(record)
+
+
+def _barrier_bench_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per model and path: the naive loop of that path against the engine's own choice,
+    each strategy forced, and the largest |Δ loss| of the engine against the naive loop."""
+    data = f"{record['batches']} × {record['batch_size']}, {record['lambdas']} λ"
+    rows = []
+    for kind, paths in record["results"].items():
+        for path, r in paths.items():
             def timed(name: str, r: Mapping[str, Any] = r) -> str:
                 return f"{r[name]['seconds']:.2f} s ({r[name]['speedup']:.2f}x)"
-            rows.append({"model": "ViT" if kind == "vit" else "GPT-2", "data": data,
-                         "naive loop": f"{r['naive']['seconds']:.2f} s", "engine, vanilla": timed("vanilla"),
-                         "engine, canonical": timed("canonical"),
-                         "max |Δ loss| vs naive": r["vanilla"]["max_abs_dloss_path"]})
-        return rows
-    return [{"model": "ViT" if kind == "vit" else "GPT-2", "profile": record.get("profile"),
-             "ours": f"{record[kind]['ours']:,.0f} {record[kind]['unit']}",
-             "plain PyTorch loop": f"{record[kind]['plain']:,.0f} {record[kind]['unit']}",
-             "ratio": f"{record[kind]['ratio']:.2f}x"}
-            for kind in ("vit", "gpt2") if kind in record]
+            rows.append({"model": MODEL_NAMES[kind], "path": path, "data": data,
+                         "naive loop": f"{r['naive']['seconds']:.2f} s",
+                         f"engine ({record.get('engine_strategy', 'auto')})": timed("engine"),
+                         "ensemble": timed("ensemble"), "ensemble, dense circuits": timed("ensemble_dense"),
+                         "max |Δ loss| engine vs naive": r["engine"]["max_abs_dloss"]})
+    return rows
+
+
+def _align_bench_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per model: learned matching's seconds per step in float32 and in bf16 autocast, and
+    the paired difference of the barriers the two leave."""
+    rows = []
+    for kind in MODEL_NAMES:
+        if kind not in record:
+            continue
+        r = record[kind]
+        row = {"model": MODEL_NAMES[kind], "profile": record["profile"],
+               "steps × pairs": f"{record['steps']} × {record['pairs']}",
+               "float32": f"{r['fp32_s_per_step']:.3f} s/step"}
+        if "bf16_s_per_step" in r:
+            row |= {"bf16 autocast": f"{r['bf16_s_per_step']:.3f} s/step ({r['ratio']:.2f}x)",
+                    "barrier, bf16 − float32": f"{r['barrier_diff_mean']:+.4f} ± {r['barrier_diff_se']:.4f} "
+                                               f"({r['pairs_higher']}/{len(r['fp32_barriers'])} pairs higher)"}
+        rows.append(row)
+    return rows
+
+
+def _train_bench_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """bench/train.py: our trainer against a plain PyTorch loop (per profile when several were
+    run), or with --seeds M, M seeds one by one against the same seeds at once."""
+    if record.get("bench") == "train-seeds":
+        return [{"model": MODEL_NAMES[kind], "profile": profile, "seeds": record["seeds"],
+                 "one by one": f"{r['one_by_one']:,.0f} {r['unit']}", "at once": f"{r['at_once']:,.0f} {r['unit']}",
+                 "ratio": f"{r['ratio']:.2f}x",
+                 f"{r['memory']}, one by one / at once": f"{r['one_by_one_peak_mib']:,.0f} / {r['at_once_peak_mib']:,.0f} MiB"}
+                for profile, kinds in record["results"].items() for kind, r in kinds.items()]
+    if any(kind in record for kind in MODEL_NAMES):
+        by_profile = {record.get("profile"): record}
+    else:
+        by_profile = {profile: record[profile] for profile in str(record.get("profile", "")).split(",") if profile in record}
+    return [{"model": MODEL_NAMES[kind], "profile": profile,
+             "ours": f"{r[kind]['ours']:,.0f} {r[kind]['unit']}",
+             "plain PyTorch loop": f"{r[kind]['plain']:,.0f} {r[kind]['unit']}",
+             "ratio": f"{r[kind]['ratio']:.2f}x"}
+            for profile, r in by_profile.items() for kind in MODEL_NAMES if kind in r]
 
 
 def tuning_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:

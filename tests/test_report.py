@@ -388,3 +388,30 @@ def test_tuning_rows_say_what_was_measured_and_chosen():
         "measured on validation"]
     assert "0: 0.200, 1: 0.100, 2: 0.050" in rows[1]["measured on validation"]
     assert "0.001: 0.600, 0.1: 0.200" in rows[2]["measured on validation"]
+
+
+def test_benchmark_rows_for_every_bench_record() -> None:
+    """Each bench script's --out record becomes one table: the barrier engine per model and path,
+    learned matching per precision, the trainer against a plain loop (one profile or several)
+    and several seeds one by one against at once."""
+    timing = {"seconds": 2.0, "speedup": 1.5, "max_abs_dloss": 1e-7}
+    barrier_record = {"bench": "barrier", "batches": 2, "batch_size": 32, "lambdas": 11, "engine_strategy": "loop",
+                      "results": {"vit": {path: {"naive": {"seconds": 3.0}, "engine": timing, "ensemble": timing,
+                                                 "ensemble_dense": timing} for path in ("vanilla", "canonical")}}}
+    rows = report.benchmark_rows(barrier_record)
+    assert [(r["model"], r["path"]) for r in rows] == [("ViT", "vanilla"), ("ViT", "canonical")]
+    assert rows[0]["engine (loop)"] == "2.00 s (1.50x)" and rows[0]["naive loop"] == "3.00 s"
+    align_record = {"bench": "align", "profile": "smoke", "steps": 50, "pairs": 3,
+                    "gpt2": {"fp32_s_per_step": 0.5, "bf16_s_per_step": 0.25, "ratio": 2.0, "fp32_barriers": [0.1] * 3,
+                             "barrier_diff_mean": 0.001, "barrier_diff_se": 0.002, "pairs_higher": 2}}
+    (row,) = report.benchmark_rows(align_record)
+    assert row["bf16 autocast"] == "0.250 s/step (2.00x)" and "(2/3 pairs higher)" in row["barrier, bf16 − float32"]
+    speed = {"unit": "images/s", "ours": 3000.0, "plain": 2000.0, "ratio": 1.5}
+    assert report.benchmark_rows({"profile": "smoke", "vit": speed})[0]["ratio"] == "1.50x"
+    several = report.benchmark_rows({"profile": "smoke,cpu", "smoke": {"vit": speed}, "cpu": {"gpt2": speed}})
+    assert [(r["model"], r["profile"]) for r in several] == [("ViT", "smoke"), ("GPT-2", "cpu")]
+    seeds = {"bench": "train-seeds", "seeds": 3, "results": {"smoke": {"gpt2": {
+        "unit": "tokens/s", "one_by_one": 1000.0, "at_once": 900.0, "ratio": 0.9, "memory": "peak RSS",
+        "one_by_one_peak_mib": 1000.0, "at_once_peak_mib": 1300.0}}}}
+    (row,) = report.benchmark_rows(seeds)
+    assert row["ratio"] == "0.90x" and row["peak RSS, one by one / at once"] == "1,000 / 1,300 MiB"

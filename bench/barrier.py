@@ -20,7 +20,8 @@ time, the raw model's own forward for vanilla, factored circuits for canonical; 
 ensemble pass per batch), then each strategy forced: "ensemble" (every λ one ensemble member)
 and "ensemble, dense" (the same without the exact low-rank circuit factors, to show what the
 factors buy). The engine runs in bf16 autocast on CUDA unless --fp32. Each method is warmed up
-on the first batch first; CUDA is synchronised around every timing. Prints seconds, speed-ups
+on the first batch first, then all are timed round robin ``--repeats`` times and the best time
+of each is kept; CUDA is synchronised around every timing. Prints seconds, speed-ups
 against the naive loop of the same path, the largest |Δ loss| against it along the whole path,
 and one JSON line with the device, torch version, git commit, the machine's load average and
 the peak memory.
@@ -128,11 +129,18 @@ def run(kind: str, args: argparse.Namespace, device: torch.device) -> dict:
             "ensemble_dense": lambda d, g, x=x, y=y: dense_circuits(
                 lambda: barrier(x, y, d, g, autocast=autocast, strategy="ensemble").losses),
         }
-        out[path] = {}
-        for name, fn in methods.items():
+        for fn in methods.values():
             fn(data[:1], [0.0, 1.0])  # warm-up: every code path once
-            losses, seconds = timed(lambda fn=fn: fn(data, grid), device)
-            out[path][name] = {"seconds": round(seconds, 3), "losses": losses}
+        # Round robin, best of --repeats: a drift of the machine's speed hits every method alike.
+        runs: dict[str, list[float]] = {name: [] for name in methods}
+        out[path] = {}
+        for _ in range(args.repeats):
+            for name, fn in methods.items():
+                losses, seconds = timed(lambda fn=fn: fn(data, grid), device)
+                runs[name].append(round(seconds, 3))
+                out[path][name] = {"losses": losses}
+        for name, times in runs.items():
+            out[path][name] |= {"seconds": min(times), "runs": times}
         ref = out[path]["naive"]
         for name in ENGINES:
             m = out[path][name]
@@ -184,6 +192,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lambdas", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=3, help="timings per method (round robin; the best is kept)")
     parser.add_argument("--models", default="vit,gpt2", help="comma-separated: vit, gpt2")
     parser.add_argument("--fp32", action="store_true", help="engine without bf16 autocast on CUDA")
     parser.add_argument("--out", type=Path, help="also write the JSON record here (the book shows bench/results/)")
@@ -203,7 +212,7 @@ def main() -> None:
                   f"[engine {precision}, naive fp32]", flush=True)
     record = {
         "bench": "barrier", "device": device_name(device), "torch": torch.__version__, "commit": git_commit(),
-        "batches": args.batches, "batch_size": args.batch_size, "lambdas": args.lambdas,
+        "batches": args.batches, "batch_size": args.batch_size, "lambdas": args.lambdas, "repeats": args.repeats,
         "engine_precision": precision, "engine_strategy": pick_strategy("auto", device), "weights": "random", "load_average": os.getloadavg(),
         "peak_rss_mib": peak_rss_mib(), "results": results,
     }

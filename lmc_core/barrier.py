@@ -181,17 +181,22 @@ def _ensemble_params(
         # Each point is a raw model: its circuits have rank head_dim.
         factors = factor_circuits(params, _head_dim(point.config)) if factor else None
         return point.config, params | (factors or {}), "raw"
-    config, stacked = _stack([canonicalize(m) for m in models])  # (M, ...)
-    weights = torch.tensor(chains, dtype=stacked["qk"].dtype, device=stacked["qk"].device)  # (E, M−1)
+    canon = [canonicalize(m) for m in models]
+    for i, other in enumerate(canon[1:], start=1):
+        check_compatible(canon[0], other, what=f"models 0 and {i}")
+    every = [m.params() for m in canon]
+    first = every[0]["qk"]
+    weights = torch.tensor(chains, dtype=first.dtype, device=first.device)  # (E, M−1)
     params = {}
-    for name, value in stacked.items():
-        shape = (-1,) + (1,) * (value.dim() - 1)
-        out = value[-1].expand(weights.shape[0], *value.shape[1:])
+    for name, reference in every[0].items():
+        values = [p[name].detach().to(reference) for p in every]
+        shape = (-1,) + (1,) * values[0].dim()
+        out = values[-1].expand(weights.shape[0], *values[-1].shape)
         for m in range(len(models) - 2, -1, -1):
-            out = torch.lerp(out, value[m], weights[:, m].reshape(shape))
+            out = torch.lerp(out, values[m], weights[:, m].reshape(shape))
         params[name] = out.contiguous()
-    factors = _mixed_factors(stacked, chains, config) if factor else None
-    return config, params | (factors or {}), "canonical"
+    factors = _mixed_factors(_stack(canon)[1], chains, canon[0].config) if factor else None
+    return canon[0].config, params | (factors or {}), "canonical"
 
 
 def _same_model(a: nn.Module, b: nn.Module) -> bool:

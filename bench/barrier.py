@@ -11,7 +11,8 @@ untied head. Data: random images / token blocks, already on the device.
 Two paths, each against the loop a user would write without the engine, same numbers:
 
 - Vanilla (raw parameters interpolated). "Naive": for each λ, copy.deepcopy(model A),
-  load_state_dict of lerp(θ_B, θ_A, λ), a plain model forward per batch.
+  load_state_dict of lerp(θ_B, θ_A, λ), a plain model forward per batch and the textbook
+  cross-entropy (language models: the logits shifted by one position).
 - Canonical (canonical parameters interpolated, as after alignment). "Naive": for each λ,
   `interpolate(ca, cb, λ)` (a CanonicalTransformer) and its forward per batch.
 
@@ -44,6 +45,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
@@ -51,7 +53,7 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from lmc_core.adapters import canonicalize  # noqa: E402
 from lmc_core.barrier import barrier, interpolate, lambda_grid, pick_strategy  # noqa: E402
 from lmc_core.canonical import CanonicalTransformer  # noqa: E402
-from lmc_core.metrics import loss_and_correct, model_logits  # noqa: E402
+from lmc_core.metrics import model_logits  # noqa: E402
 
 Batches = list[tuple[Tensor, Tensor | None]]
 barrier_module = importlib.import_module("lmc_core.barrier")  # the module (lmc_core.barrier is the function)
@@ -91,9 +93,12 @@ def naive(model_a: nn.Module, model_b: nn.Module, data: Batches, grid: list[floa
         model.eval()
         total, count = 0.0, 0
         for inputs, targets in data:
-            loss, _, n = loss_and_correct(model_logits(model, inputs), inputs, targets)
-            total += loss.item()
-            count += n
+            logits = model_logits(model, inputs)
+            if targets is None:  # the textbook shift: position t predicts token t + 1
+                logits, targets = logits[:, :-1], inputs[:, 1:]
+            logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+            total += F.cross_entropy(logits, targets, reduction="sum").item()
+            count += targets.numel()
         losses.append(total / count)
         del model
     return losses

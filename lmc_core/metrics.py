@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+IGNORE = -100  # the target of a position that has none (cross_entropy's ignore_index)
+
 
 def model_logits(model: nn.Module, inputs: Tensor) -> Tensor:
     """Logits of a timm ViT (``model(x)``), an HF model (``model(input_ids=x).logits``) or any
@@ -31,15 +33,19 @@ def loss_and_correct(
 ) -> tuple[Tensor, Tensor, int]:
     """Summed cross-entropy (float32), number of correct argmax predictions, number of items.
 
-    ``targets=None`` means language modelling: position t predicts token t+1 of ``inputs``.
+    ``targets=None`` means language modelling: position t predicts token t+1 of ``inputs``. The
+    last position has no next token: it gets the ignored target instead of being sliced off, since
+    slicing would copy all the other logits (for a GPT-2 batch, B · T · 50,257 floats).
     """
+    count = None
     if targets is None:
-        logits, targets = logits[:, :-1], inputs[:, 1:]
+        targets = F.pad(inputs[:, 1:], (0, 1), value=IGNORE)
+        count = inputs.shape[0] * (inputs.shape[1] - 1)
     logits = logits.reshape(-1, logits.shape[-1]).float()
     targets = targets.reshape(-1)
-    loss = F.cross_entropy(logits, targets, reduction="sum")
+    loss = F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
     correct = (logits.argmax(dim=-1) == targets).sum()
-    return loss, correct, targets.numel()
+    return loss, correct, targets.numel() if count is None else count
 
 
 def autocast_context(device: torch.device | str, enabled: bool | None = None) -> contextlib.AbstractContextManager:

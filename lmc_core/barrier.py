@@ -480,9 +480,9 @@ def evaluate_ensemble(
     strategy: str = "auto",
 ) -> tuple[list[float], list[float]]:
     """(losses, accuracies) of several models (raw or canonical, one architecture); accuracy as a
-    fraction, loss the mean cross-entropy. `strategy` as for `barrier`: on the loop, raw models
-    run their own forward and canonical ones one at a time; on the ensemble, all of them run as
-    one canonical ensemble pass per batch."""
+    fraction, loss the mean cross-entropy. `strategy` as for `barrier`: on the loop, models run one
+    at a time, through their own forward when all are raw (canonicalised when any is canonical);
+    on the ensemble, all of them run as one canonical ensemble pass per batch."""
     if not models:
         raise ValueError("evaluate_ensemble: no models")
     device = _device_of(models[0], device)
@@ -595,14 +595,14 @@ def barrier(
 
     Two raw models: vanilla, the raw parameters are interpolated. Otherwise (either is
     canonical) the canonical forms are interpolated. `strategy` (module docstring): "auto" runs
-    the λ points as one ensemble per batch on CUDA, in chunks of `max_ensemble` members (default:
-    from the activation size and the free memory), and one point at a time on CPU; "ensemble" or
-    "loop" force one. bf16 autocast on CUDA (`autocast=None`), fp32 summed losses accumulated in
+    the λ points as one ensemble per batch on CUDA, or wherever `max_ensemble` is given, in chunks
+    of `max_ensemble` members (default: from the activation size and the free memory), and one
+    point at a time on CPU; "ensemble" or "loop" force one. bf16 autocast on CUDA (`autocast=None`), fp32 summed losses accumulated in
     fp64. `data`: one (inputs, targets) pair or an iterable of them; targets None means
     next-token language modelling. `device`: default model A's. Memory (ensemble, and canonical
     loop): the stacked canonical parameters of all λ stay on the device (E × one canonical
     model; GPT-2 at the paper's size: about 130 MB a point in fp32); the raw loop keeps one copy
-    of model A and the batches of `data`."""
+    of model A instead. Both loops read `data` once and keep its batches."""
     grid = lambda_grid(lambdas)
     losses, accs, space = _points_metrics([model_a, model_b], [[lam] for lam in grid], data,
                                           device=_device_of(model_a, device), max_ensemble=max_ensemble,

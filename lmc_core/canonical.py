@@ -307,7 +307,7 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
             if c.causal:
                 mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
                 scores = scores.masked_fill(mask, float("-inf"))
-            probs = scores.softmax(-1)
+            probs = scores.float().softmax(-1)  # float32 under autocast too, as the fused kernels do
             if record is not None:
                 record[("attn", layer)] = probs
             z = torch.einsum("ebhts,ebhsc->ebhtc", drop(probs), v)
@@ -333,8 +333,11 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
     else:
         if not last_position:
             h = h[:, :, :-1]
-        # one fused matmul-and-bias: the head is the largest layer of a language model
-        flat = torch.baddbmm(p["head_bias"][:, None], final_norm(h).flatten(1, 2), p["head"])
+        features = final_norm(h).flatten(1, 2)
+        if torch.is_autocast_enabled(features.device.type):  # the bias added in float32: float32 logits
+            flat = torch.bmm(features, p["head"]) + p["head_bias"][:, None]
+        else:  # one fused matmul-and-bias: the head is the largest layer of a language model
+            flat = torch.baddbmm(p["head_bias"][:, None], features, p["head"])
         logits = flat.unflatten(1, h.shape[1:3])
     return logits if ensemble else logits.squeeze(0)  # a view: no full-size gradient buffer in backward
 

@@ -34,8 +34,9 @@ and test metrics. The sum of the seeds' losses gives each slice its own gradient
 elementwise, so one optimiser over the stack takes each seed's own step: without dropout, a
 seed's model is train_model's up to the order of floating-point sums (batched matmuls). With
 dropout > 0 the stack draws the masks from one stream, so a model is equal to train_model's in
-distribution, not sample by sample. Cache entries and resume states are train_model's, per seed.
-No torch.compile, no torchrun.
+distribution, not sample by sample, and depends on which seeds shared the stack: its cache key
+then names them (``at_once_spec``). Otherwise cache entries and resume states are train_model's,
+per seed. No torch.compile, no torchrun.
 """
 
 from __future__ import annotations
@@ -439,11 +440,12 @@ def train_models(
     """``train_model`` for each seed (keyword arguments passed on), one after another or, with
     ``at_once``, the seeds missing from the cache as one stacked ensemble (module docstring).
 
-    At once, the cache entries, resume states, per-seed metadata (plus ``"at_once"``: how many
-    seeds were stacked) and histories are train_model's; ``on_epoch_end(epoch, record)`` is
-    called once per seed still training, in the order of ``seeds``. Seeds whose resume states
-    are at different epochs cannot share a stack: those are finished one by one with
-    train_model and the rest trained at once. Not under torchrun (ValueError); the recipe's
+    At once, the cache entries (with dropout: keys that also name the stack, ``at_once_spec``),
+    resume states, per-seed metadata (plus ``"at_once"``: how many seeds were stacked, and
+    ``"at_once_seeds"``: which) and histories are train_model's; ``on_epoch_end(epoch, record)``
+    is called once per seed still training, in the order of ``seeds``. When the resume states
+    are at different epochs, every resumed seed is finished one by one with train_model and the
+    fresh ones are trained at once. Not under torchrun (ValueError); the recipe's
     ``compile`` is ignored (the vmapped step is not compiled).
     """
     if not at_once:
@@ -484,13 +486,24 @@ class _Stack:
     scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
-def _member(kind: str, profile: Profile, seed: int, device: torch.device,
+def at_once_spec(kind: str, profile: Profile, seed: int, stack: Sequence[int]) -> dict[str, Any]:
+    """The cache key of seed ``seed`` trained at once with the seeds ``stack``: train_model's,
+    unless the recipe draws dropout masks. Those come from one stream shared by the stack, so the
+    model then depends on which seeds it trained with: its key names them, and train_model's
+    model for the seed is never mistaken for it (nor the other way round)."""
+    spec = model_spec(kind, profile, seed)
+    if kind == "gpt2" and profile.gpt2.dropout > 0:
+        spec["stack"] = sorted({int(s) for s in stack})
+    return spec
+
+
+def _member(kind: str, profile: Profile, seed: int, spec: dict[str, Any], device: torch.device,
             resume: dict[str, Any] | None) -> _Member:
     """Seed ``seed``'s task and model, built exactly as train_model builds them."""
     task = _vit_task(profile, seed, device) if kind == "vit" else _gpt2_task(profile, seed, device)
     torch.manual_seed(seed)
     model = build_model(kind, profile, **task.build).to(device)
-    member = _Member(seed, model_spec(kind, profile, seed), task, model,
+    member = _Member(seed, spec, task, model,
                      {"val_loss": math.inf, "epoch": -1, "state": None}, [], 0.0)
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -620,7 +633,7 @@ def _train_at_once(
     models: dict[int, nn.Module] = {}
     resumes: dict[int, dict[str, Any] | None] = {}
     for seed in seeds:
-        spec = model_spec(kind, profile, seed)
+        spec = at_once_spec(kind, profile, seed, seeds)
         if (cached := _load_cached(kind, profile, spec, cache, device)) is not None:
             models[seed] = cached
         else:
@@ -633,7 +646,8 @@ def _train_at_once(
                                        progress=progress, resume_interval_s=resume_interval_s,
                                        on_epoch_end=on_epoch_end)
     if resumes:
-        models.update(_train_stack(kind, profile, resumes, device, cache, progress,
+        specs = {seed: at_once_spec(kind, profile, seed, seeds) for seed in resumes}
+        models.update(_train_stack(kind, profile, resumes, specs, device, cache, progress,
                                    resume_interval_s, on_epoch_end))
     return models
 
@@ -642,6 +656,7 @@ def _train_stack(
     kind: str,
     profile: Profile,
     resumes: dict[int, dict[str, Any] | None],
+    specs: dict[int, dict[str, Any]],
     device: torch.device,
     cache: CheckpointCache | None,
     progress: bool,
@@ -652,7 +667,7 @@ def _train_stack(
     stack; a seed that stops early is finished and dropped from the stack."""
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
-    members = [_member(kind, profile, seed, device, r) for seed, r in resumes.items()]
+    members = [_member(kind, profile, seed, specs[seed], device, r) for seed, r in resumes.items()]
     n_stacked, task = len(members), members[0].task
     first = next(iter(resumes.values()))
     start_epoch = first["epoch"] if first is not None else 0
@@ -668,7 +683,8 @@ def _train_stack(
 
     def finish(m: _Member) -> nn.Module:
         return _finish(kind, m.seed, m.spec, m.task, m.model, m.best, m.history,
-                       m.wall_before, t_start, device, cache, at_once=n_stacked)
+                       m.wall_before, t_start, device, cache, at_once=n_stacked,
+                       at_once_seeds=sorted(resumes))
 
     with progress_bar(total=task.epochs * task.steps_per_epoch,
                       initial=start_epoch * task.steps_per_epoch, disable=not progress,

@@ -434,6 +434,24 @@ def test_the_loop_factors_circuits_only_when_that_pays(monkeypatch: pytest.Monke
     dense = barrier(a, b, data, 5, strategy="loop")
     assert not calls
     monkeypatch.setattr(barrier_module, "_factors_pay", lambda *args: True)
+    _, params, _ = barrier_module._ensemble_params([a, b], [[0.5]])
+    assert all(key in params for key in FACTOR_KEYS)  # the factors exist, so the run below uses them
+    calls.clear()
     factored = barrier(a, b, data, 5, strategy="loop")
     assert calls
     assert max(abs(x - y) for x, y in zip(dense.losses, factored.losses, strict=True)) < 1e-6
+
+
+def test_raw_models_in_train_mode_with_dropout_are_evaluated_as_in_eval_mode() -> None:
+    """The loop runs the raw model's own forward: it must do so in eval mode (no dropout), as the
+    ensemble (canonical form, which has none) does, and leave the caller's models as they were."""
+    a, b = (make("gpt2", seed, dtype=torch.float32) for seed in (0, 1))
+    for model in (a, b):
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.5
+        model.train()
+    data = batches("gpt2", a)
+    loop, ensemble = (barrier(a, b, data, 5, strategy=s) for s in ("loop", "ensemble"))
+    assert max(abs(x - y) for x, y in zip(loop.losses, ensemble.losses, strict=True)) < 1e-6
+    assert a.training and b.training

@@ -25,7 +25,7 @@ from test_train import same_weights, tiny
 
 import lmc_core.train as train_mod
 from lmc_core.cache import CheckpointCache
-from lmc_core.train import model_spec, train_model, train_models
+from lmc_core.train import at_once_spec, model_spec, train_model, train_models
 
 WEIGHT_ATOL = 2e-4
 LOSS_RTOL = 1e-5
@@ -49,7 +49,7 @@ def assert_same_model(at_once: torch.nn.Module, alone: torch.nn.Module) -> None:
     """``at_once`` is ``alone`` up to the order of float sums: weights, history, metrics."""
     assert max_weight_diff(at_once, alone) <= WEIGHT_ATOL
     a, b = at_once.lmc_meta, alone.lmc_meta
-    assert set(a) - set(b) == {"at_once"} and set(b) - set(a) == set()
+    assert set(a) - set(b) == {"at_once", "at_once_seeds"} and set(b) - set(a) == set()
     for key in ("seed", "build", "n_params", "epochs_run", "best_epoch"):
         assert a[key] == b[key], key
     for key in ("best_val_loss", "final_val_loss", "final_train_loss", "test_loss"):
@@ -164,7 +164,7 @@ def test_interrupted_at_once_run_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(Interrupted):
         train_models("gpt2", profile, seeds, at_once=True, progress=False, cache=cache,
                      resume_interval_s=0, on_epoch_end=interrupt_after(2))
-    specs = [model_spec("gpt2", profile, s) for s in seeds]
+    specs = [at_once_spec("gpt2", profile, s, seeds) for s in seeds]  # dropout: the stack's own keys
     assert all(cache.load_resume(spec)["epoch"] == 2 for spec in specs)
     resumed = train_models("gpt2", profile, seeds, at_once=True, progress=False, cache=cache)
     for a, b in zip(resumed, whole, strict=True):
@@ -220,3 +220,18 @@ def test_at_once_refuses_torchrun(monkeypatch):
 def test_repeated_seeds_get_equal_but_separate_models():
     a, b = train_models("vit", tiny(), [5, 5], at_once=True, progress=False)
     assert a is not b and same_weights(a, b) and a.lmc_meta["at_once"] == 1
+
+
+def test_with_dropout_a_stack_has_cache_entries_of_its_own(tmp_path):
+    """Dropout masks come from the stack's one stream, so a stacked model depends on its stack
+    mates: its entry names them, and train_model never loads it (nor the stack train_model's)."""
+    cache, profile = CheckpointCache(tmp_path), tiny()  # gpt2.dropout 0.1
+    assert "stack" not in at_once_spec("vit", profile, 0, [0, 1])
+    assert at_once_spec("gpt2", profile, 0, [1, 0, 1])["stack"] == [0, 1]
+    first = train_models("gpt2", profile, [0, 1], at_once=True, cache=cache, progress=False)
+    assert first[0].lmc_meta["at_once_seeds"] == [0, 1]
+    alone = train_model("gpt2", profile, 0, cache=cache, progress=False)
+    assert not alone.lmc_meta["from_cache"] and not same_weights(alone, first[0])
+    again = train_models("gpt2", profile, [1, 0], at_once=True, cache=cache, progress=False)
+    assert all(m.lmc_meta["from_cache"] for m in again)
+    assert same_weights(again[1], first[0]) and same_weights(again[0], first[1])

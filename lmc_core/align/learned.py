@@ -190,7 +190,8 @@ def learn(models: list[CanonicalTransformer], latents: list[LatentSymmetry | Non
     best: dict = {"loss": float("inf"), "step": -1, "state": None}
 
     def validate(step: int) -> None:
-        loss = _validation_loss(params, latents, config, val_data, sample_weights(sampler, len(models), val_rng, alpha))
+        loss = _validation_loss(params, latents, config, val_data, sample_weights(sampler, len(models), val_rng, alpha),
+                                autocast)
         history.setdefault("val_step", []).append(step)
         history.setdefault("val_loss", []).append(loss)
         if loss < best["loss"]:
@@ -266,15 +267,16 @@ def _interpolated_loss(params: list[dict[str, Tensor]], latents: list[LatentSymm
 
 @torch.no_grad()
 def _validation_loss(params: list[dict[str, Tensor]], latents: list[LatentSymmetry | None], config,
-                     data: Iterable, weights: list[float]) -> float:
-    """Mean loss over `data` of the interpolation at `weights`, no dropout, latents projected."""
+                     data: Iterable, weights: list[float], autocast: bool | None = None) -> float:
+    """Mean loss over `data` of the interpolation at `weights`, no dropout, latents projected, at
+    the training steps' precision (`autocast`)."""
     device = params[0]["qk"].device
     total, count = 0.0, 0
     for inputs, targets in data:
         inputs = inputs.to(device)
         targets = None if targets is None else targets.to(device)
         n = inputs.shape[0] if targets is not None else inputs.shape[0] * (inputs.shape[1] - 1)
-        total += float(_interpolated_loss(params, latents, config, weights, inputs, targets)) * n
+        total += float(_interpolated_loss(params, latents, config, weights, inputs, targets, autocast=autocast)) * n
         count += n
     if count == 0:
         raise ValueError("val_data yielded no batches")

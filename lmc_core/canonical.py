@@ -334,7 +334,8 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
         if not last_position:
             h = h[:, :, :-1]
         features = final_norm(h).flatten(1, 2)
-        if torch.is_autocast_enabled(features.device.type):  # the bias added in float32: float32 logits
+        autocast = features.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(features.device.type)
+        if autocast:  # the bias added in float32: float32 logits
             flat = torch.bmm(features, p["head"]) + p["head_bias"][:, None]
         else:  # one fused matmul-and-bias: the head is the largest layer of a language model
             flat = torch.baddbmm(p["head_bias"][:, None], features, p["head"])

@@ -19,15 +19,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from records import git_commit, peak_rss_mib, write_record  # noqa: E402
 
 from lmc_core.align import OPTIONS, align  # noqa: E402
 from lmc_core.barrier import barrier  # noqa: E402
@@ -83,14 +82,6 @@ def summary(kind: str, r: dict) -> dict:
     return record
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "describe", "--always", "--dirty", "--abbrev=7"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke")
@@ -110,13 +101,10 @@ def main() -> None:
               "profile": args.profile, "pairs": args.pairs, "steps": args.steps, "load_average": os.getloadavg()}
     for kind in args.kinds.split(","):
         record[kind] = summary(kind, run(kind, args, device))
-    record["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    record["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(record))
-    if args.out:  # atomically: a half-written record never replaces a good one
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, args.out)
+    if args.out:
+        write_record(args.out, record)
 
 
 if __name__ == "__main__":

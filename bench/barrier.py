@@ -36,8 +36,6 @@ import importlib
 import json
 import os
 import platform
-import resource
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from records import git_commit, peak_rss_mib, write_record  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
@@ -168,27 +167,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-
-
-def peak_rss_mib() -> float:
-    """The process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def write_record(path: Path, record: dict) -> None:
-    """Atomically: a half-written record never replaces a good one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "describe", "--always", "--dirty", "--abbrev=7"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

@@ -27,13 +27,13 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from records import git_commit, peak_rss_mib, write_record
 from torch.utils.data import DataLoader, TensorDataset
 
 from lmc_core.data import load_image_dataset, load_token_dataset
@@ -155,14 +155,6 @@ def plain(kind: str, profile: Profile, steps: int, device: torch.device) -> floa
     return items / (time.perf_counter() - t0)
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke", help="a profile or several: smoke,cpu")
@@ -214,13 +206,10 @@ def main() -> None:
                 record[kind] = {"unit": unit, "ours": round(a, 1), "plain": round(b, 1),
                                 "ratio": round(a / b, 3)}
     result["load_after"] = os.getloadavg()[0]
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(result))
-    if args.out:  # atomically: a half-written record never replaces a good one
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, args.out)
+    if args.out:
+        write_record(args.out, result)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 #   make reproduce PROFILE=cpu       re-executes every chapter whose inputs changed (cpu: ~1 h on 2
 #                                    cores; full: one GPU), then the book
 #   make reproduce PROFILE=cpu RUN_ARGS="--only 03_vit_pairwise"   one chapter (also --force)
+#   make test-library                the library alone (`pip install -e .` in a fresh venv) and its tests
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,24 +18,24 @@ export TRANSFORMERS_OFFLINE := 1
 export LMC_DATA_DIR ?= $(CURDIR)/.data
 export LMC_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: setup data test test-kernels lint book smoke reproduce pdf check-book check-smoke clean
+.PHONY: setup data test test-kernels test-library lint book smoke reproduce pdf check-book check-smoke clean
 
 # The stamp depends on what decides the environment, so re-running is a no-op when nothing changed.
 # The kernel spec "python3" is installed into the venv, so papermill runs the venv's interpreter.
 $(VENV)/.stamp: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt torch torchvision
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[book,dev,vision]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[study,book,dev,vision]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lmc-book)" >/dev/null
 	touch $@
 
 setup: $(VENV)/.stamp
 
 data: setup
-	$(PY) -m lmc_core.data fetch
+	$(PY) -m lmc_study.data fetch
 
 lint: setup
-	$(PY) -m ruff check lmc_core tests bench scripts
+	$(PY) -m ruff check lmc_core lmc_study tests bench scripts
 
 test: setup lint
 	$(PY) -m pytest
@@ -46,6 +47,14 @@ test-kernels: setup
 	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -p no:cacheprovider tests/test_barrier.py \
 		tests/test_canonical.py tests/test_symmetry.py tests/test_align.py
 	$(PY) -m pytest -p no:cacheprovider --torch-threads 1 --ignore=tests/test_book.py
+
+# The library as a user installs it: `pip install -e .` (no study, book or vision extras) into a
+# fresh venv outside the project, then the library's tests (tests/, without tests/study/).
+test-library:
+	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && $(PYTHON) -m venv "$$d/venv" && \
+	"$$d/venv/bin/pip" install -q --disable-pip-version-check -c constraints.txt torch && \
+	"$$d/venv/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' && \
+	"$$d/venv/bin/python" -m pytest -p no:cacheprovider tests --ignore=tests/study
 
 # Renders the committed runs: nothing is executed, so no data are needed.
 book: setup

@@ -28,10 +28,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from records import git_commit, peak_rss_mib, write_record  # noqa: E402
 
-from lmc_core.align import OPTIONS, align  # noqa: E402
-from lmc_core.barrier import barrier  # noqa: E402
-from lmc_core.experiments import align_options, seed_pairs, study_data, trained_models  # noqa: E402
-from lmc_core.profiles import get_profile  # noqa: E402
+from lmc_core.alignment import OPTIONS, align  # noqa: E402
+from lmc_core.interpolation import barrier  # noqa: E402
+from lmc_study.experiments import align_options, seed_pairs, study_data, trained_models  # noqa: E402
+from lmc_study.profiles import get_profile  # noqa: E402
 
 PRECISIONS = {"fp32": False, "bf16": True}
 

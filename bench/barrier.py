@@ -50,12 +50,13 @@ from torch import Tensor, nn  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from lmc_core.adapters import canonicalize  # noqa: E402
-from lmc_core.barrier import barrier, interpolate, lambda_grid, pick_strategy  # noqa: E402
 from lmc_core.canonical import CanonicalTransformer  # noqa: E402
+from lmc_core.engine import pick_strategy  # noqa: E402
+from lmc_core.interpolation import barrier, interpolate, lambda_grid  # noqa: E402
 from lmc_core.metrics import model_logits  # noqa: E402
 
 Batches = list[tuple[Tensor, Tensor | None]]
-barrier_module = importlib.import_module("lmc_core.barrier")  # the module (lmc_core.barrier is the function)
+barrier_module = importlib.import_module("lmc_core.engine")  # the barrier engine's strategies
 
 
 def build(kind: str, seed: int) -> nn.Module:

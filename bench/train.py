@@ -6,7 +6,7 @@ with ``--seeds M``, M seeds one after another against the same M seeds at once.
     python bench/train.py --profile smoke,cpu --device cpu --seeds 3
     python bench/train.py --profile full --device cuda --seeds 6 --steps 50
 
-"Ours" is lmc_core.train.train_model run for two short epochs of ``--steps`` steps (the second,
+"Ours" is lmc_study.train.train_model run for two short epochs of ``--steps`` steps (the second,
 warm epoch is reported: on CUDA the first pays for torch.compile). "Plain" is the textbook loop:
 a DataLoader over a TensorDataset of normalised tensors in host memory, each batch copied to the
 device, float32, no augmentation, the same AdamW. Prints images/s (ViT), tokens/s (GPT-2), the
@@ -36,11 +36,12 @@ import torch.nn.functional as F
 from records import git_commit, peak_rss_mib, write_record
 from torch.utils.data import DataLoader, TensorDataset
 
-from lmc_core.data import load_image_dataset, load_token_dataset
 from lmc_core.metrics import model_logits
-from lmc_core.models import build_model
-from lmc_core.profiles import Profile, get_profile, resolve_device
-from lmc_core.train import image_splits, train_model, train_models
+from lmc_study.data import load_image_dataset, load_token_dataset
+from lmc_study.data.splits import image_splits
+from lmc_study.models import build_model
+from lmc_study.profiles import Profile, get_profile, resolve_device
+from lmc_study.train import train_model, train_models
 
 
 def short(kind: str, profile: Profile, steps: int) -> Profile:

@@ -2,7 +2,9 @@
 
     lmc align A B --method weight_matching --out DIR    # B aligned to A, saved as an ordinary checkpoint
     lmc barrier A B --data FILE_OR_FOLDER               # loss and accuracy along the linear path
-    torchrun --nproc_per_node 4 -m lmc_core train gpt2 --profile full --out DIR   # one model, N GPUs
+    torchrun --nproc_per_node 4 -m lmc_core align A B --method learned_matching --data FILE --out DIR
+
+(The study's models are trained by `python -m lmc_study train`, which writes this format.)
 
 Checkpoints (A, B) are directories:
 - Hugging Face GPT-2: what `save_pretrained` writes (config.json with model_type "gpt2", the
@@ -14,12 +16,14 @@ Checkpoints (A, B) are directories:
   `save_checkpoint` writes this format.
 Data:
 - text (GPT-2): a UTF-8 file, tokenised with the checkpoint's tokenizer.json or --tokenizer
-  ("gpt2", "bpe-N" or a tokenizer.json path), cut into blocks of --block-size tokens.
+  (a tokenizer.json file, or a folder holding one), cut into blocks of --block-size tokens.
 - images (ViT): a folder with one subfolder per class (torchvision's ImageFolder layout, classes
   in sorted order), resized to the model's image size, normalised with the checkpoint's
   mean/std (else --mean/--std, else the folder's own statistics).
 Bad input gives one line on stderr and exit status 1 (2 for usage errors); LMC_DEBUG=1 shows
 the traceback instead.
+
+Nothing heavy is imported before the arguments are parsed: `lmc --help` needs no torch.
 """
 
 from __future__ import annotations
@@ -32,15 +36,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from . import distributed
-from .adapters import canonicalize
-from .align import align
-from .barrier import barrier
-from .export import export
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 METHODS = ("weight_matching", "activation_matching", "learned_matching")  # soft matching mixes heads: not exportable
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -64,6 +64,9 @@ class _UsageError(Exception):
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """A model from a checkpoint directory (module docstring), in eval mode."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stdout is the result (JSON), stderr only errors
     path = Path(path)
     config_file = path / "config.json"
     if not path.is_dir() or not config_file.exists():
@@ -160,21 +163,19 @@ def _canonical_config(model: nn.Module):
 def _tokenizer(checkpoint: str | Path, name: str | None):
     from tokenizers import Tokenizer
 
-    from .data.tokenization import get_tokenizer
-
-    if name is None and (Path(checkpoint) / "tokenizer.json").exists():
-        return Tokenizer.from_file(str(Path(checkpoint) / "tokenizer.json"))
-    if name is None:
-        raise CLIError(f"{checkpoint} has no tokenizer.json: pass --tokenizer (gpt2, bpe-N or a tokenizer.json path)")
-    if Path(name).is_file():
-        return Tokenizer.from_file(name)
-    try:
-        return get_tokenizer(name).backend
-    except ValueError as err:
-        raise CLIError(str(err)) from None
+    path = Path(checkpoint if name is None else name)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        where = f"{checkpoint} has no tokenizer.json" if name is None else f"--tokenizer {name}: no such file"
+        raise CLIError(f"{where}: pass --tokenizer (a tokenizer.json file, or a folder holding one; "
+                       "Hugging Face's tokenizer.save_pretrained writes it)")
+    return Tokenizer.from_file(str(path))
 
 
 def _text_batches(path: Path, config, checkpoint, args) -> list:
+    import torch
+
     tokenizer = _tokenizer(checkpoint, args.tokenizer)
     ids = torch.tensor(tokenizer.encode(path.read_text(encoding="utf-8")).ids, dtype=torch.int64)
     if len(ids) and int(ids.max()) >= config.num_outputs:
@@ -190,6 +191,7 @@ def _text_batches(path: Path, config, checkpoint, args) -> list:
 
 def _image_batches(path: Path, config, checkpoint, args) -> list:
     import numpy as np
+    import torch
     from PIL import Image
 
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
@@ -223,6 +225,15 @@ def _image_batches(path: Path, config, checkpoint, args) -> list:
 
 # -- commands ------------------------------------------------------------------------------------
 
+def resolve_device(name: str) -> str:
+    """"auto": cuda when there is one, else cpu."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _pair(args: argparse.Namespace) -> tuple[nn.Module, nn.Module]:
     a, b = load_checkpoint(args.a, args.device), load_checkpoint(args.b, args.device)
     if type(a) is not type(b):
@@ -232,6 +243,9 @@ def _pair(args: argparse.Namespace) -> tuple[nn.Module, nn.Module]:
 
 
 def cmd_align(args: argparse.Namespace) -> dict | None:
+    from . import distributed
+
+    args.device = resolve_device(args.device)
     device = distributed.setup()  # under torchrun, learned matching shares every batch between the processes
     try:
         if distributed.active():
@@ -242,6 +256,12 @@ def cmd_align(args: argparse.Namespace) -> dict | None:
 
 
 def _align(args: argparse.Namespace) -> dict | None:
+    from safetensors.torch import save_file
+
+    from . import distributed
+    from .adapters import canonicalize, export
+    from .alignment import align
+
     a, b = _pair(args)
     width_a, width_b = canonicalize(a).width, canonicalize(b).width
     if width_b < width_a:  # fail before the alignment runs, not after it
@@ -262,8 +282,6 @@ def _align(args: argparse.Namespace) -> dict | None:
     symmetry = result.symmetry
     tensors = {"residual": symmetry.residual, "heads": None if symmetry.heads is None else symmetry.heads.read,
                "mlp": None if symmetry.mlp is None else symmetry.mlp.read}
-    from safetensors.torch import save_file
-
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items() if v is not None},
               str(Path(args.out) / "symmetry.safetensors"))
     summary = {"method": args.method, "a": str(args.a), "b": str(args.b), "out": str(args.out),
@@ -273,6 +291,10 @@ def _align(args: argparse.Namespace) -> dict | None:
 
 
 def cmd_barrier(args: argparse.Namespace) -> dict:
+    from .adapters import canonicalize
+    from .interpolation import barrier
+
+    args.device = resolve_device(args.device)
     a, b = _pair(args)
     data = load_data(args.data, a, args.a, args)
     if args.space == "canonical":
@@ -284,77 +306,31 @@ def cmd_barrier(args: argparse.Namespace) -> dict:
     return out
 
 
-def cmd_train(args: argparse.Namespace) -> dict | None:
-    from .profiles import get_profile
-    from .train import train_model
-
-    device = distributed.setup()
-    try:
-        overrides = dict(_parse_override(item) for item in args.set)
-        profile = get_profile(args.profile, overrides)
-        from .cache import CheckpointCache
-
-        cache = CheckpointCache(args.cache) if args.cache else None
-        model = train_model(args.kind, profile, args.seed, device=device, cache=cache,
-                            progress=not args.quiet)
-        if not distributed.is_main():
-            return None
-        _save_trained(model, args.kind, profile, Path(args.out))
-        return {k: v for k, v in model.lmc_meta.items() if k != "history"} | {"out": str(args.out)}
-    finally:
-        distributed.teardown()
-
-
-def _parse_override(item: str) -> tuple[str, object]:
-    key, sep, value = item.partition("=")
-    if not sep:
-        raise CLIError(f"--set {item!r}: expected KEY=VALUE, e.g. gpt2.n_embd=512")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
-def _save_trained(model: nn.Module, kind: str, profile, out: Path) -> None:
-    if kind == "gpt2":
-        from .data.tokenization import get_tokenizer
-
-        save_checkpoint(model.cpu(), out)
-        get_tokenizer(profile.gpt2.tokenizer, profile.gpt2.corpus).backend.save(str(out / "tokenizer.json"))
-        return
-    from .data import load_image_dataset
-
-    r, build = profile.vit, model.lmc_meta["build"]
-    data = load_image_dataset(r.dataset, "train")
-    args = {"img_size": build["img_size"], "patch_size": r.patch_size, "in_chans": build["in_chans"],
-            "num_classes": build["num_classes"], "global_pool": r.global_pool, "embed_dim": r.embed_dim,
-            "depth": r.depth, "num_heads": r.num_heads, "mlp_ratio": r.mlp_dim / r.embed_dim,
-            "qkv_bias": r.qkv_bias, "class_token": r.class_token}
-    save_checkpoint(model.cpu(), out, vit_config={"architecture": "vit", "model_args": args,
-                                                  "mean": list(data.mean), "std": list(data.std)})
-
-
 # -- parser and entry point ----------------------------------------------------------------------
 
+def new_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """A parser whose errors are one line (exit status 2 through `run`), and its subcommands."""
+    parser = _Parser(prog=prog, description=description)
+    return parser, parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lmc", description="Align and interpolate Transformers (timm ViT, HF GPT-2) on your "
-                     "own checkpoints: see `python -m pydoc lmc_core.cli` for the checkpoint and data formats.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser, commands = new_parser("lmc", "Align and interpolate Transformers (timm ViT, HF GPT-2) on your own "
+                                  "checkpoints: see `python -m pydoc lmc_core.cli` for the checkpoint and data formats.")
 
     def common(p: argparse.ArgumentParser, data_required: bool) -> None:
         p.add_argument("a", help="checkpoint directory of model A (the reference)")
         p.add_argument("b", help="checkpoint directory of model B")
         p.add_argument("--data", required=data_required,
                        help="a text file (GPT-2) or an image folder with one subfolder per class (ViT)")
-        p.add_argument("--tokenizer", help="text data: gpt2, bpe-N or a tokenizer.json path "
+        p.add_argument("--tokenizer", help="text data: a tokenizer.json file or a folder holding one "
                        "(default: the tokenizer.json in checkpoint A)")
         p.add_argument("--block-size", type=int, help="text data: tokens per sequence (default: the model's context)")
         p.add_argument("--mean", type=float, nargs="+", help="image data: per-channel mean (default: from "
                        "config.json, else the folder's)")
         p.add_argument("--std", type=float, nargs="+", help="image data: per-channel std (default as --mean)")
         p.add_argument("--batch-size", type=int, default=32, help="items per batch (default 32)")
-        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                       help="cpu or cuda (default: cuda when available)")
+        p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
 
     p = commands.add_parser("align", help="align B to A and save B aligned as an ordinary checkpoint",
                             description="Align B to A (A is the reference) and write B aligned to --out, in B's "
@@ -385,29 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the result to this file")
     p.set_defaults(run=cmd_barrier)
 
-    p = commands.add_parser("train", help="train one model of a profile (runs under torchrun on several GPUs)",
-                            description="Train the vit or gpt2 model of a profile for one seed and save it as a "
-                            "checkpoint directory. Under `torchrun --nproc_per_node N` every process trains on a "
-                            "slice of every batch (DistributedDataParallel; NCCL on GPUs, gloo on CPUs).")
-    p.add_argument("kind", choices=("vit", "gpt2"), help="vit or gpt2")
-    p.add_argument("--profile", default="full", help="smoke, full or paper (default full)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a profile field, e.g. --set gpt2.n_embd=512 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="model seed (default 0)")
-    p.add_argument("--out", required=True, help="directory for the trained checkpoint")
-    p.add_argument("--cache", help="checkpoint cache directory (resumes an interrupted run)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_train)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 bad input, 2 bad usage)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # stdout is the result (JSON), stderr only errors
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run the chosen command (its `run` default); print its result as JSON.
+    Returns the exit status (0 ok, 1 bad input, 2 bad usage)."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         result = args.run(args)
     except _UsageError as err:
         print(err, file=sys.stderr)
@@ -416,8 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LMC_DEBUG"):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
-        print(f"lmc: error: {message} (LMC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"{parser.prog}: error: {message} (LMC_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     if result is not None:  # None: a torchrun process other than the main one
         print(json.dumps(result, indent=2, default=float))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `lmc` command line; returns the exit status (0 ok, 1 bad input, 2 bad usage)."""
+    return run(build_parser(), argv)

@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from lmc_core.data._common import DataIntegrityError, data_dir, npm_pack, sha256_file
+from lmc_study.data._common import DataIntegrityError, data_dir, npm_pack, sha256_file
 
 MATHJAX_NPM_SPEC = "mathjax@3.2.2"
 MATHJAX_TGZ = "mathjax-3.2.2.tgz"

@@ -10,7 +10,7 @@ For every notebook in notebooks/ the book renders the run of the first profile i
 ``runs/cpu/<name>/`` (the committed reference run), else ``runs/smoke/<name>/``; a notebook with
 none is left out with a warning. The chosen run is copied to ``book/chapters/<name>/`` with a
 provenance note under its title (profile, commit, date, device, wall time) and, when the notebook
-or ``lmc_core`` changed since the run (its stamp's inputs), a warning naming what changed and
+or the code it imports changed since the run (its stamp's inputs), a warning naming what changed and
 the command that refreshes it. ``_toc.yml`` and the first page ``intro.md`` are generated and
 say the same for the whole book. Nothing is executed at build time (execute_notebooks: "off");
 warnings are errors (-W -n --keep-going); MathJax is served from ``_static`` (see
@@ -105,7 +105,7 @@ def notebook_title(path: Path) -> str:
 
 
 def changed_since_run(run_dir: Path, source: Path, profile: str) -> list[str]:
-    """The stamp inputs (notebook source, parameters, lmc_core files) that differ from the run's."""
+    """The stamp inputs (notebook source, parameters, lmc_core and lmc_study files) that differ from the run's."""
     try:
         stamp = json.loads((run_dir / STAMP_FILE).read_text())
         return changed_inputs(run_dir, stamp_inputs(source, stamp["parameters"], profile))
@@ -228,7 +228,7 @@ def runs_statement(chapters: list[Chapter]) -> str:
                      f"{', '.join(f'`{c}`' for c in commits)}.{more}\n:::\n")
     stale = [c for c in chapters if c.stale]
     if stale:
-        parts.append(":::{warning}\nThe notebook or `lmc_core` changed since these runs, so the current code may "
+        parts.append(":::{warning}\nThe notebook or its code changed since these runs, so the current code may "
                      "give other numbers (each chapter says what changed and how to re-run it): "
                      + ", ".join(f"{{doc}}`{c.docname}`" for c in stale) + ".\n:::\n")
     # The wall time is the whole notebook run (stamp.json, kernel start included), the same

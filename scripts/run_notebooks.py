@@ -10,9 +10,9 @@ and runs with its kernel's working directory set to its output directory, so res
 the figures it saves land beside the executed notebook.
 
 Skipping: a run directory holds ``stamp.json`` with the sha256 of every input of the run: the
-notebook's source, the parameters, the profile, the lmc_core sources the notebook imports
-(``library_closure``: its ``lmc_core`` imports and, transitively, theirs, package ``__init__``
-files included) and the files it reads (READS). A notebook none of whose inputs changed and
+notebook's source, the parameters, the profile, the sources of the library and the study
+package that the notebook imports (``library_closure``: its ``lmc_core`` / ``lmc_study`` imports
+and, transitively, theirs, package ``__init__`` files included) and the files it reads (READS). A notebook none of whose inputs changed and
 whose executed notebook and results.json exist is skipped (``--force`` runs it anyway); a run
 that records inputs the current code no longer has (a module it stopped importing) stays current.
 
@@ -41,12 +41,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
 RUNS_DIR = ROOT / "book" / "runs"
-LIB_DIR = ROOT / "lmc_core"
+LIB_DIRS = (ROOT / "lmc_core", ROOT / "lmc_study")  # the library and the study package
 STAMP_FILE = "stamp.json"
 RESULTS_FILE = "results.json"
 KERNEL = "python3"
-PROFILE_NAMES = ("smoke", "cpu", "full", "paper")  # lmc_core.profiles.PROFILES (not imported: no torch)
-# What a chapter reads besides lmc_core (globs under the repository, {profile} filled in): a change
+PROFILE_NAMES = ("smoke", "cpu", "full", "paper")  # lmc_study.profiles.PROFILES (not imported: no torch)
+# What a chapter reads besides its code (globs under the repository, {profile} filled in): a change
 # to any of these makes its run stale too. 11 reads the other chapters' results of its profile.
 READS = {
     "00_introduction": ("tuning/*.json", "bench/results/*.json"),
@@ -105,58 +105,68 @@ def _module_files(lib_dir: Path, dotted: str) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _imports_of(source: Path, lib_dir: Path) -> list[Path]:
-    """lmc_core files imported by ``source`` (absolute or relative imports, at any depth of the
-    file, so imports inside functions count too)."""
-    parts = list(source.relative_to(lib_dir).parent.parts)
+def _dirs(lib_dirs: Path | Sequence[Path]) -> list[Path]:
+    return [lib_dirs] if isinstance(lib_dirs, Path) else list(lib_dirs)
+
+
+def _imports_of(source: Path, lib_dirs: Path | Sequence[Path]) -> list[Path]:
+    """Files of the packages ``lib_dirs`` imported by ``source`` (absolute or relative imports, at
+    any depth of the file, so imports inside functions count too)."""
+    dirs = _dirs(lib_dirs)
+    home = next(d for d in dirs if source.is_relative_to(d))
+    by_name = {d.name: d for d in dirs}
+    parts = list(source.relative_to(home).parent.parts)
     found: list[Path] = []
     for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
+                lib = home
                 base = parts[: len(parts) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
-            elif node.module and node.module.split(".")[0] == lib_dir.name:
+            elif node.module and node.module.split(".")[0] in by_name:
+                lib = by_name[node.module.split(".")[0]]
                 module = node.module.partition(".")[2]
             else:
                 continue
-            found += _module_files(lib_dir, module)
+            found += _module_files(lib, module)
             for alias in node.names:  # `from . import curves` imports a module
-                found += _module_files(lib_dir, f"{module}.{alias.name}".strip("."))
+                found += _module_files(lib, f"{module}.{alias.name}".strip("."))
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] == lib_dir.name:
-                    found += _module_files(lib_dir, alias.name.partition(".")[2])
+                if alias.name.split(".")[0] in by_name:
+                    found += _module_files(by_name[alias.name.split(".")[0]], alias.name.partition(".")[2])
     return found
 
 
-def library_closure(notebook: Path, lib_dir: Path = LIB_DIR) -> list[Path]:
-    """The lmc_core source files a notebook's code runs when imported: what its cells import from
-    lmc_core and, transitively, what those modules import."""
+def library_closure(notebook: Path, lib_dirs: Path | Sequence[Path] = LIB_DIRS) -> list[Path]:
+    """The source files of ``lib_dirs`` a notebook's code runs when imported: what its cells import
+    from those packages and, transitively, what those modules import."""
     import nbformat
 
     code = "\n".join(c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code")
-    name = re.escape(lib_dir.name)
     todo: list[Path] = []
-    for match in re.finditer(rf"^[ \t]*from[ \t]+{name}(\.[\w.]+)?[ \t]+import[ \t]+(\([^)]*\)|[\w \t,]+)",
-                             code, re.M):
-        module = (match.group(1) or "").strip(".")
-        todo += _module_files(lib_dir, module)
-        for item in match.group(2).strip("()").split(","):
-            if item.split():
-                todo += _module_files(lib_dir, f"{module}.{item.split()[0]}".strip("."))
-    for match in re.finditer(rf"^[ \t]*import[ \t]+{name}(\.[\w.]+)?", code, re.M):
-        todo += _module_files(lib_dir, (match.group(1) or "").strip("."))
+    for lib_dir in _dirs(lib_dirs):
+        name = re.escape(lib_dir.name)
+        for match in re.finditer(rf"^[ \t]*from[ \t]+{name}(\.[\w.]+)?[ \t]+import[ \t]+(\([^)]*\)|[\w \t,]+)",
+                                 code, re.M):
+            module = (match.group(1) or "").strip(".")
+            todo += _module_files(lib_dir, module)
+            for item in match.group(2).strip("()").split(","):
+                if item.split():
+                    todo += _module_files(lib_dir, f"{module}.{item.split()[0]}".strip("."))
+        for match in re.finditer(rf"^[ \t]*import[ \t]+{name}(\.[\w.]+)?", code, re.M):
+            todo += _module_files(lib_dir, (match.group(1) or "").strip("."))
     seen: set[Path] = set()
     while todo:
         path = todo.pop()
         if path not in seen:
             seen.add(path)
-            todo += _imports_of(path, lib_dir)
+            todo += _imports_of(path, lib_dirs)
     return sorted(seen)
 
 
 def stamp_inputs(notebook: Path, parameters: Mapping[str, Any], profile: str,
-                 lib_dir: Path = LIB_DIR, root: Path = ROOT) -> dict[str, str]:
+                 lib_dirs: Path | Sequence[Path] = LIB_DIRS, root: Path = ROOT) -> dict[str, str]:
     """sha256 of every input of a run: notebook source, parameters, profile, the library sources
     it imports (``library_closure``) and the files the chapter reads (READS; its own results
     excluded)."""
@@ -168,8 +178,9 @@ def stamp_inputs(notebook: Path, parameters: Mapping[str, Any], profile: str,
         "parameters": sha(json.dumps(parameters, sort_keys=True, default=str).encode()),
         "profile": sha(profile.encode()),
     }
-    for src in library_closure(notebook, lib_dir):
-        inputs[f"{lib_dir.name}/{src.relative_to(lib_dir).as_posix()}"] = sha(src.read_bytes())
+    for src in library_closure(notebook, lib_dirs):
+        lib = next(d for d in _dirs(lib_dirs) if src.is_relative_to(d))
+        inputs[f"{lib.name}/{src.relative_to(lib).as_posix()}"] = sha(src.read_bytes())
     for pattern in READS.get(notebook.stem, ()):
         for path in sorted(root.glob(pattern.format(profile=profile))):
             if path.parent.name != notebook.stem and not any(p.startswith(".") for p in path.parts[-2:]):
@@ -182,9 +193,9 @@ def inputs_digest(inputs: Mapping[str, str]) -> str:
 
 
 def stamp_digest(notebook: Path, parameters: Mapping[str, Any], profile: str,
-                 lib_dir: Path = LIB_DIR) -> str:
+                 lib_dirs: Path | Sequence[Path] = LIB_DIRS) -> str:
     """sha256 over the notebook source, the parameters, the profile and the library sources."""
-    return inputs_digest(stamp_inputs(notebook, parameters, profile, lib_dir))
+    return inputs_digest(stamp_inputs(notebook, parameters, profile, lib_dirs))
 
 
 def changed_inputs(out_dir: Path, inputs: Mapping[str, str]) -> list[str]:
@@ -216,7 +227,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs_dir: Path,
-            force: bool = False, lib_dir: Path = LIB_DIR, kernel: str = KERNEL,
+            force: bool = False, lib_dirs: Path | Sequence[Path] = LIB_DIRS, kernel: str = KERNEL,
             log=print) -> Outcome:
     """Run (or skip) one notebook; see the module docstring."""
     import nbformat
@@ -226,7 +237,7 @@ def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs
     out_dir = runs_dir / profile / name
     params = {"profile": profile, "output_dir": ".", **parameters}
     check_parameters(notebook, params)
-    inputs = stamp_inputs(notebook, params, profile, lib_dir)
+    inputs = stamp_inputs(notebook, params, profile, lib_dirs)
     digest = inputs_digest(inputs)
     if not force and is_up_to_date(out_dir, name, inputs):
         return Outcome(name, "skipped", 0.0, out_dir, "unchanged")

@@ -36,10 +36,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmc_core import experiments  # noqa: E402
-from lmc_core.align import align  # noqa: E402
-from lmc_core.baselines import baselines  # noqa: E402
-from lmc_core.profiles import PROFILES, Profile, get_profile  # noqa: E402
+from lmc_core.alignment import align  # noqa: E402
+from lmc_study import experiments  # noqa: E402
+from lmc_study.baselines import baselines  # noqa: E402
+from lmc_study.profiles import PROFILES, Profile, get_profile  # noqa: E402
 
 
 def endpoints(kind: str, models: list[torch.nn.Module], profile: Profile) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def lm_budget(kind: str, models: list[torch.nn.Module], profile: Profile, data: 
 
 def perm_lr(kind: str, models: list[torch.nn.Module], profile: Profile, data: Any, val: Any, epochs: int,
             rates: list[float]) -> dict[str, Any]:
-    from lmc_core.barrier import barrier
+    from lmc_core.interpolation import barrier
 
     out = {}
     for rate in rates:

@@ -263,6 +263,35 @@ def model_cases(draw, archs: tuple[str, ...] = ("vit", "gpt2"), dtypes: tuple[to
     return arch, kwargs, draw(st.sampled_from(dtypes))
 
 
+def _gloo_worker(rank: int, world: int, port: int, out: str, fn) -> None:
+    from lmc_core import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    distributed.setup("gloo")
+    try:
+        results = fn()
+        if distributed.is_main():
+            torch.save(results, out)
+    finally:
+        distributed.teardown()
+
+
+def run_on_gloo(fn, tmp_path: Path, world: int = 2):
+    """``fn()`` (a module-level function) run by ``world`` gloo processes on the CPU, as torchrun
+    would run it; returns what the main process's call returned."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "gloo.pt")
+    mp.spawn(_gloo_worker, args=(world, port, out, fn), nprocs=world, join=True)
+    return torch.load(out)
+
+
 def load_script(name: str):
     """Import scripts/<name>.py as a module (scripts/ is not a package)."""
     root = Path(__file__).resolve().parent.parent

@@ -19,8 +19,8 @@ from lmc_core import (
     canonicalize,
     simplex_barrier,
 )
-from lmc_core.align.learned import LatentSymmetry
-from lmc_core.align.solvers import marginal_error, polar, sinkhorn, straight_through_permutation
+from lmc_core.alignment.learned import LatentSymmetry
+from lmc_core.alignment.solvers import marginal_error, polar, sinkhorn, straight_through_permutation
 
 VOCAB = 48
 

@@ -1,4 +1,4 @@
-"""The barrier engine (lmc_core.barrier) against plain forwards, on tiny randomized models.
+"""The barrier engine (lmc_core.interpolation, lmc_core.engine) against plain forwards, on tiny randomized models.
 
 References are computed independently: the model's own forward (timm / HF / canonical module),
 then a float64 cross-entropy, one model at a time.
@@ -17,22 +17,20 @@ from helpers import gpt2_ids, make_gpt2, make_vit, raw_logits, vit_images
 
 from lmc_core import SemiPermutation
 from lmc_core.adapters import canonicalize
-from lmc_core.barrier import (
+from lmc_core.canonical import FACTOR_KEYS, CanonicalTransformer, canonical_forward, factor_circuits
+from lmc_core.engine import _ensemble_params, evaluate_ensemble, pick_strategy
+from lmc_core.interpolation import (
     BarrierResult,
     SimplexResult,
-    _ensemble_params,
     barrier,
-    evaluate_ensemble,
     interpolate,
     lambda_grid,
-    pick_strategy,
     simplex_barrier,
     simplex_counts,
 )
-from lmc_core.canonical import FACTOR_KEYS, CanonicalTransformer, canonical_forward, factor_circuits
 
 TOL = 1e-5
-barrier_module = importlib.import_module("lmc_core.barrier")  # the package exports a function of that name
+barrier_module = importlib.import_module("lmc_core.engine")  # how the points are evaluated
 ARCHS = ("vit", "gpt2")
 
 
@@ -123,7 +121,7 @@ def test_identical_points_share_one_evaluation(monkeypatch, pair, strategy):
     joined with an identical copy is one point, and a λ listed twice is evaluated once."""
     arch, a, b, data = pair
     sizes = []
-    real_ensemble, real_loop = barrier_module._ensemble_metrics, barrier_module._raw_loop_metrics
+    real_ensemble, real_loop = barrier_module.ensemble_metrics, barrier_module._raw_loop_metrics
 
     def counting_ensemble(config, params, data, **kwargs):
         sizes.append(params["qk"].shape[0])
@@ -133,7 +131,7 @@ def test_identical_points_share_one_evaluation(monkeypatch, pair, strategy):
         sizes.append(len(chains))
         return real_loop(models, chains, data, **kwargs)
 
-    monkeypatch.setattr(barrier_module, "_ensemble_metrics", counting_ensemble)
+    monkeypatch.setattr(barrier_module, "ensemble_metrics", counting_ensemble)
     monkeypatch.setattr(barrier_module, "_raw_loop_metrics", counting_loop)
     for x, y in ((a, copy.deepcopy(a)), (canonicalize(a), canonicalize(copy.deepcopy(a)))):
         r = barrier(x, y, data, 11, strategy=strategy)

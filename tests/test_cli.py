@@ -18,8 +18,6 @@ from transformers import GPT2LMHeadModel
 
 import lmc_core as lmc
 from lmc_core.cli import METHODS, load_checkpoint, load_data, main, save_checkpoint
-from lmc_core.profiles import get_profile
-from lmc_core.train import train_model
 
 F32 = 1e-5
 LETTERS = "abcdefghijklmnopqrstuv"  # 22 characters + [UNK]: the tiny GPT-2's 23 tokens
@@ -68,7 +66,6 @@ def test_help_lists_every_option(capsys):
                   "--device", "--residual", "--iterations", "--epochs", "--steps-per-epoch", "--lr", "--seed",
                   *METHODS],
         "barrier": ["--data", "--lambdas", "--space", "--json", "--tokenizer", "--batch-size", "--device"],
-        "train": ["--profile", "--set", "--seed", "--out", "--cache", "--quiet"],
     }
     for command, options in expected.items():
         with pytest.raises(SystemExit) as exit_:
@@ -136,22 +133,6 @@ def test_bad_input_gives_one_line(gpt2_dirs, vit_dirs, tmp_path, capsys):
         code, _, err = _run(capsys, *argv)
         assert (code, err.count("\n")) == (status, 1), (argv, err)
         assert words in err and "Traceback" not in err, (argv, err)
-
-
-def test_train_command(tmp_path, capsys):
-    """`lmc train` saves the model train_model makes (same seed, CPU: the same weights), with its
-    tokenizer, as a checkpoint the other commands read."""
-    tiny = {"device": "cpu", "eval.test_blocks": 8, "gpt2.n_layer": 1, "gpt2.n_head": 2, "gpt2.n_embd": 16,
-            "gpt2.n_inner": 32, "gpt2.block_size": 16, "gpt2.train_blocks": 64, "gpt2.val_blocks": 8,
-            "gpt2.max_epochs": 1, "gpt2.batch_size": 16}
-    sets = [x for key, value in tiny.items() for x in ("--set", f"{key}={json.dumps(value)}")]
-    code, stdout, _ = _run(capsys, "train", "gpt2", "--profile", "smoke", *sets, "--seed", 3, "--quiet",
-                           "--out", tmp_path / "m")
-    assert code == 0 and json.loads(stdout)["epochs_run"] == 1
-    saved = load_checkpoint(tmp_path / "m")
-    trained = train_model("gpt2", get_profile("smoke", tiny), 3, progress=False)
-    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in saved.state_dict().items())
-    assert Tokenizer.from_file(str(tmp_path / "m" / "tokenizer.json")).get_vocab_size() == 2048
 
 
 def test_subprocess(gpt2_dirs):

@@ -14,7 +14,6 @@ from helpers import make_gpt2, make_vit, single_thread, vit_images  # noqa: F401
 from scipy.interpolate import BSpline
 
 from lmc_core.adapters import canonicalize
-from lmc_core.barrier import BarrierResult, barrier, interpolate
 from lmc_core.canonical import canonical_forward
 from lmc_core.curves import (
     KINDS,
@@ -22,13 +21,11 @@ from lmc_core.curves import (
     bspline_basis,
     clamped_knots,
     curve_barrier,
-    curve_comparisons,
     curve_degree,
-    curve_verdicts,
     fit_curve,
     greville,
-    paired_difference,
 )
+from lmc_core.interpolation import BarrierResult, barrier, interpolate
 from lmc_core.symmetry import Permutation
 
 TS = torch.linspace(0, 1, 41, dtype=torch.float64)
@@ -213,29 +210,6 @@ def test_fit_trains_a_language_model_curve():
     assert not torch.equal(curve.log_weights.detach(), torch.zeros(4, dtype=torch.float64))
     line = barrier(canonicalize(a), canonicalize(b), [(ids, None)], lambdas=3)  # where the curve started
     assert curve_barrier(curve, [(ids, None)], ts=3).losses[1] < line.losses[1] - 0.1
-
-
-# -- the chapter's statistics -------------------------------------------------------------------
-
-def rows_of(values: dict[str, list[float]], prep: dict[str, float]) -> list[dict]:
-    return [{"method": m, "models": [2 * i, 2 * i + 1], "loss_barrier": v, "prep_s": prep[m]}
-            for m, vs in values.items() for i, v in enumerate(vs)]
-
-
-def test_paired_difference_and_verdicts():
-    rows = rows_of({"curve": [0.1, 0.2, 0.6], "canonical_line": [0.5, 0.5, 0.5], "learned_matching": [0.2, 0.2, 0.2]},
-                   {"curve": 10.0, "canonical_line": 0.0, "learned_matching": 2.0})
-    d = paired_difference(rows, "curve", "canonical_line")
-    assert d["mean"] == pytest.approx(-0.2) and d["n"] == 3 and (d["lower"], d["higher"]) == (2, 1)
-    assert d["se"] == pytest.approx(np.std([-0.4, -0.3, 0.1], ddof=1) / math.sqrt(3))
-    assert [(c["method"], c["baseline"]) for c in curve_comparisons(rows)] == [("curve", "canonical_line"),
-                                                                              ("curve", "learned_matching")]
-    first, second = curve_verdicts(rows)
-    assert first.startswith("Curve, unaligned vs canonical line, unaligned: loss barrier lower by 0.200 ± 0.153 nats")
-    assert "within two standard errors" in first and "lower on 2 of 3 pair(s)" in first and "10.0 s against 0.0 s." in first
-    assert "higher by 0.100" in second and "(5.0×)" in second
-    with pytest.raises(ValueError, match="no pair has both"):
-        paired_difference(rows, "curve", "weight_matching")
 
 
 # -- bad input -----------------------------------------------------------------------------------

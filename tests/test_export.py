@@ -22,8 +22,8 @@ from transformers import GPT2LMHeadModel
 
 import lmc_core as lmc
 from lmc_core.adapters import UnsupportedModelError, adapter_for
-from lmc_core.align.solvers import fix_ones, procrustes
-from lmc_core.export import NotRepresentableError, export
+from lmc_core.adapters.export import NotRepresentableError, export
+from lmc_core.alignment.solvers import fix_ones, procrustes
 
 F32 = TOL[torch.float32]
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from test_align import _gpt2, _markov_batch, _vit
 
 from lmc_core import align, barrier, canonicalize
-from lmc_core.align.learned import LatentSymmetry, _interpolated_loss
+from lmc_core.alignment.learned import LatentSymmetry, _interpolated_loss
 from lmc_core.canonical import canonical_forward
 from lmc_core.symmetry import Symmetry
 

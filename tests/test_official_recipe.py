@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 from test_align import _data, _gpt2, _markov_batch, _max_param_gap, _planted, _vit
 
 from lmc_core import align, barrier, canonicalize
-from lmc_core.align import RECIPES, align_many
-from lmc_core.align.learned import (
+from lmc_core.alignment import RECIPES, align_many
+from lmc_core.alignment.learned import (
     LatentSymmetry,
     _validation_loss,
     _warmup_cosine,
     learn,
     sample_weights,
 )
-from lmc_core.align.weight_matching import head_similarity, residual_cross, unit_similarity
+from lmc_core.alignment.weight_matching import head_similarity, residual_cross, unit_similarity
 from lmc_core.canonical import canonical_forward
 
 OFFICIAL_WM = {k: RECIPES["official"][k] for k in ("weighting", "head_cost", "unit_cost")}
@@ -164,14 +164,3 @@ def test_official_recipe_presets_and_errors() -> None:
     with pytest.raises(ValueError, match="warmup_cosine"):
         learn([canonicalize(a)] * 2, [None, LatentSymmetry(align(a, a).symmetry, 2, 32, 4, 64)],
               iter(data), epochs=1, lr=1e-3, schedule="warmup_cosine", progress=False)
-
-
-def test_align_options_leave_a_recipes_settings_to_it() -> None:
-    from lmc_core.experiments import align_options
-    from lmc_core.profiles import get_profile
-
-    profile = get_profile("smoke")
-    assert align_options(profile)["lr"] == profile.align.lm_lr
-    official = align_options(profile, recipe="official")
-    assert "lr" not in official and official["iterations"] == profile.align.wm_iterations
-    assert align_options(profile, recipe="official", lr=0.5)["lr"] == 0.5  # explicit still wins

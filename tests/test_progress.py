@@ -6,7 +6,6 @@ import io
 import os
 import sys
 
-import nbformat
 import pytest
 
 import lmc_core.progress as progress
@@ -52,7 +51,9 @@ def test_in_a_kernel_without_a_saved_terminal_bars_are_off(monkeypatch):
 
 
 def test_a_papermill_run_keeps_bars_out_of_the_notebook(tmp_path, monkeypatch):
-    """The real thing: a kernel started by papermill, a bar shown in it."""
+    """The real thing: a kernel started by papermill, a bar shown in it (with the book's tools
+    installed; the library alone has no notebooks)."""
+    nbformat = pytest.importorskip("nbformat")
     papermill = pytest.importorskip("papermill")
     # as scripts/run_notebooks.py does: hub libraries' tqdm.auto warns at import in a kernel
     monkeypatch.setenv("PYTHONWARNINGS", "ignore:IProgress not found")

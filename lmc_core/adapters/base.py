@@ -8,12 +8,21 @@ centring, the γ folding and the circuit products of SPEC section 2 once, for ev
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..canonical import CanonicalConfig, CanonicalTransformer
+
+
+def imported_class(module: str, name: str) -> type | None:
+    """``module.name`` if ``module`` is imported already, else None: no model can be an instance
+    of a class whose module was never imported, so an adapter tests its framework's class without
+    importing the framework (importing transformers costs seconds)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
 
 
 class UnsupportedModelError(ValueError):

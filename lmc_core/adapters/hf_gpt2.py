@@ -17,6 +17,7 @@ from .base import (
     RawTransformer,
     UnsupportedModelError,
     copy_into,
+    imported_class,
 )
 
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
@@ -31,11 +32,8 @@ class HFGPT2Adapter(Adapter):
     name = "transformers.GPT2LMHeadModel"
 
     def matches(self, model: nn.Module) -> bool:
-        try:
-            from transformers import GPT2LMHeadModel
-        except ImportError:
-            return False
-        return isinstance(model, GPT2LMHeadModel)
+        gpt2 = imported_class("transformers.models.gpt2.modeling_gpt2", "GPT2LMHeadModel")
+        return gpt2 is not None and isinstance(model, gpt2)
 
     def num_layers(self, model: nn.Module) -> int:
         return len(model.transformer.h)

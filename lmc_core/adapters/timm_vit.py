@@ -17,6 +17,7 @@ from .base import (
     RawTransformer,
     UnsupportedModelError,
     copy_into,
+    imported_class,
 )
 
 
@@ -45,11 +46,8 @@ class TimmViTAdapter(Adapter):
     name = "timm.VisionTransformer"
 
     def matches(self, model: nn.Module) -> bool:
-        try:
-            from timm.models.vision_transformer import VisionTransformer
-        except ImportError:  # timm is optional for text-only users
-            return False
-        return isinstance(model, VisionTransformer)
+        vit = imported_class("timm.models.vision_transformer", "VisionTransformer")
+        return vit is not None and isinstance(model, vit)
 
     def num_layers(self, model: nn.Module) -> int:
         return len(model.blocks)

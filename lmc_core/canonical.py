@@ -232,6 +232,16 @@ def _cholesky_qr(y: Tensor) -> Tensor | None:
     return y
 
 
+def _embed_tokens(table: Tensor, inputs: Tensor) -> Tensor:
+    """(E, B, T, d) rows of the E members' token tables (E, K, d). Through `F.embedding`, whose
+    CPU backward adds each table row's gradients in input order whatever the thread count;
+    advanced indexing (table[:, inputs]) adds them with atomics on several threads, in an order
+    that changes from run to run."""
+    E, K, _ = table.shape
+    offsets = torch.arange(E, device=inputs.device).view(E, 1, 1) * K
+    return F.embedding(inputs.unsqueeze(0) + offsets, table.reshape(E * K, -1))
+
+
 def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inputs: Tensor,
                       record: dict | None = None, dropout: float = 0.0, last_position: bool = True) -> Tensor:
     """Logits of a canonical model, or of an ensemble of them.
@@ -279,7 +289,7 @@ def canonical_forward(params: Mapping[str, Tensor], config: CanonicalConfig, inp
         T = inputs.shape[1]
         if T > c.max_positions:
             raise ValueError(f"sequence of {T} tokens exceeds the model's {c.max_positions} positions")
-        h = p["token_embed"][:, inputs] + p["pos_embed"][:, None, :T]
+        h = _embed_tokens(p["token_embed"], inputs) + p["pos_embed"][:, None, :T]
     h = drop(h)
     B, T, d = h.shape[1], h.shape[2], c.width
     ones = h.new_ones(E, B, T, 1)

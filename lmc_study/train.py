@@ -16,7 +16,9 @@ The recipes are the paper's (SPEC Table 3), read from a profile:
   improvement.
 - Seeds: ``torch.manual_seed(seed)`` before the model is built decides the initialisation and
   the dropout stream; epoch e's data order and augmentation come from the seed pair (seed, e).
-  On CPU the same seed gives bit-identical weights.
+  On CPU the same seed and thread count give bit-identical weights; another thread count gives
+  weights within float rounding (torch splits its parallel reductions by thread count; tested to
+  1e-4 on a tiny ViT, and the smoke profile's models come out bit-identical on 1 and 2 threads).
 - GPU: bf16 autocast, TF32 matmuls, data resident on the device, optional torch.compile.
   CPU: float32 throughout.
 

@@ -7,6 +7,7 @@
 #                                    cores; full: one GPU), then the book
 #   make reproduce PROFILE=cpu RUN_ARGS="--only 03_vit_pairwise"   one chapter (also --force)
 #   make test-library                the library alone (`pip install -e .` in a fresh venv) and its tests
+#   make lab                         JupyterLab on notebooks/ (localhost, token; the address is printed)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -18,14 +19,14 @@ export TRANSFORMERS_OFFLINE := 1
 export LMC_DATA_DIR ?= $(CURDIR)/.data
 export LMC_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: setup data test test-kernels test-library lint book smoke reproduce pdf check-book check-smoke clean
+.PHONY: setup data test test-kernels test-library lint book smoke reproduce pdf lab check-book check-smoke clean
 
 # The stamp depends on what decides the environment, so re-running is a no-op when nothing changed.
 # The kernel spec "python3" is installed into the venv, so papermill runs the venv's interpreter.
 $(VENV)/.stamp: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt torch torchvision
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[study,book,dev,vision]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[study,book,lab,dev,vision]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lmc-book)" >/dev/null
 	touch $@
 
@@ -58,6 +59,7 @@ test-library:
 
 # Renders the committed runs: nothing is executed, so no data are needed.
 book: setup
+	@scripts/ensure_chromium.sh
 	$(PY) scripts/build_book.py
 
 # Runs every smoke notebook whose inputs changed (scripts/run_notebooks.py skips the others).
@@ -71,7 +73,12 @@ reproduce: setup data
 
 # The PDF alone, printed by Chromium from the HTML already built (make book prints it too).
 pdf: setup
+	@scripts/ensure_chromium.sh
 	$(PY) scripts/book_pdf.py book/_build/html
+
+# JupyterLab on the chapters, with the data and model cache the other targets use (scripts/lab.py).
+lab: setup
+	$(PY) scripts/lab.py
 
 # Each checks the last build of its book: `make book` and `make smoke` each rewrite book/_toc.yml.
 check-book: setup

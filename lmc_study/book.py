@@ -42,12 +42,11 @@ def find_results(runs_dir: str | Path, *, exclude: Iterable[str] = ()) -> list[d
 
 def default_runs_dir(output_dir: str | Path, profile: str) -> Path:
     """Where the other chapters of `profile` wrote their results: the parent of `output_dir` when
-    it holds any `*/results.json` (the papermill layout book/runs/<profile>/<chapter>/), else the
-    repository's book/runs/<profile>/ (a notebook run by hand from notebooks/)."""
+    it holds another chapter's `*/results.json` (the papermill layout book/runs/<profile>/<chapter>/,
+    or the lab's book/runs/lab/<profile>/<chapter>/), else the committed book/runs/<profile>/."""
     out = Path(output_dir).resolve()
-    parent = out.parent
-    if parent.name == profile or any(p.parent != out for p in parent.glob(f"*/{RESULTS_FILE}")):
-        return parent
+    if any(p.parent != out for p in out.parent.glob(f"*/{RESULTS_FILE}")):
+        return out.parent
     return REPO_ROOT / "book" / "runs" / profile
 
 

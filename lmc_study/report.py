@@ -70,6 +70,7 @@ RESERVED_KEYS = (
     "wall_time_s", "created", "overrides", "profile_config", "rows",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LAB_RUNS = REPO_ROOT / "book" / "runs" / "lab"  # chapters run by hand: start_run(output_dir=None)
 
 
 def _valid(what: str, value: Any, choices: Iterable[str]) -> None:
@@ -287,9 +288,12 @@ def start_run(
     datasets: Sequence[str] = (),
     device: str = "auto",
     overrides: Mapping[str, Any] | None = None,
-    output_dir: str | os.PathLike = ".",
+    output_dir: str | os.PathLike | None = None,
 ) -> Run:
     """Check the notebook's parameters and set the run up; see the module docstring.
+
+    ``output_dir``: where results.json and the figures go; None (a notebook run by hand, in the
+    lab) means book/runs/lab/<profile>/<notebook>/, which git ignores; papermill passes ".".
 
     ``device="auto"`` keeps the profile's device (the smoke profile runs on the CPU, the others
     on CUDA when there is one); "cpu" or "cuda" override it. ``overrides`` are the profile's
@@ -311,7 +315,7 @@ def start_run(
     import seaborn as sns
     sns.set_theme(style="whitegrid", context="notebook")
 
-    out = Path(output_dir)
+    out = Path(output_dir) if output_dir is not None else LAB_RUNS / prof.name / notebook
     out.mkdir(parents=True, exist_ok=True)
     return Run(
         notebook=notebook,

@@ -23,6 +23,7 @@ sys.path.insert(0, str(SCRIPTS))
 from check_book import _chromium, find_chromium, toc_pages  # noqa: E402
 
 PDF_NAME = "lmc-book.pdf"
+NO_CHROMIUM = "sudo apt-get install -y chromium, then make pdf"
 
 
 def build_pdf(html_dir: Path, toc: Path | None = None, *, timeout: float = 180, log=print) -> Path:
@@ -33,7 +34,7 @@ def build_pdf(html_dir: Path, toc: Path | None = None, *, timeout: float = 180, 
     toc = Path(toc) if toc else html_dir.parent.parent / "_toc.yml"
     exe = find_chromium()
     if exe is None:
-        raise RuntimeError("chromium not found (apt-get install -y chromium): it prints the PDF")
+        raise RuntimeError(f"no Chromium to print the PDF ({NO_CHROMIUM})")
     writer = PdfWriter()
     with tempfile.TemporaryDirectory(prefix="book-pdf-") as tmp:
         for i, page in enumerate(toc_pages(html_dir, toc)):
@@ -64,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.html_dir / 'index.html'} does not exist: build the book first (make book)",
               file=sys.stderr)
         return 1
-    out = build_pdf(args.html_dir)
+    try:
+        out = build_pdf(args.html_dir)
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"PDF: {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

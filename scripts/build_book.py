@@ -41,8 +41,8 @@ CHAPTERS_DIR = "chapters"  # under book/: the rendered copies of the chosen runs
 sys.path.insert(0, str(SCRIPTS))
 
 from book_assets import ensure_mathjax  # noqa: E402
-from book_pdf import PDF_NAME, build_pdf  # noqa: E402
-from check_book import external_assets  # noqa: E402
+from book_pdf import NO_CHROMIUM, PDF_NAME, build_pdf  # noqa: E402
+from check_book import external_assets, find_chromium  # noqa: E402
 from run_notebooks import STAMP_FILE, changed_inputs, stamp_inputs  # noqa: E402
 
 INTRO = """\
@@ -62,8 +62,20 @@ Every chapter is a notebook executed with [papermill](https://papermill.readthed
 `results.json`, saved beside the executed notebook. Each chapter ends with a provenance line
 (dataset, profile, device, commit, torch version, wall time).
 
-<a href="{pdf}">Download the whole book as one PDF</a> (printed from these pages).
+:::{{admonition}} Re-run or edit a chapter
+- As the book ran it: `make reproduce PROFILE=cpu RUN_ARGS="--only 03_vit_pairwise"`.
+- At other settings: `.venv/bin/papermill notebooks/03_vit_pairwise.ipynb out.ipynb -p profile smoke
+  -p overrides '{{"experiment.n_pairs": 5}}'`.
+- Interactively: `make lab` starts JupyterLab on the chapters and prints its address. A chapter
+  runs top to bottom as it is (profile `smoke`); change its parameters cell (profile,
+  overrides) to explore. Its results and figures go to `book/runs/lab/`, and saving keeps the
+  notebook free of outputs.
+:::
+
+{pdf}
 """
+PDF_LINK = f'<a href="{PDF_NAME}">Download the whole book as one PDF</a> (printed from these pages).'
+NO_PDF = "(The PDF of this book is printed by Chromium, which this build did not have.)"
 
 
 @dataclass
@@ -246,9 +258,11 @@ def runs_statement(chapters: list[Chapter]) -> str:
     return "\n".join(parts)
 
 
-def write_intro(book_dir: Path, chapters: list[Chapter]) -> Path:
+def write_intro(book_dir: Path, chapters: list[Chapter], pdf: bool = True) -> Path:
+    """The first page; ``pdf``: whether the build prints the PDF it links to."""
     path = book_dir / "intro.md"
-    text = (INTRO.format(pdf=PDF_NAME) + "\n## Which runs this book shows\n\n" + runs_statement(chapters))
+    text = (INTRO.format(pdf=PDF_LINK if pdf else NO_PDF) + "\n## Which runs this book shows\n\n"
+            + runs_statement(chapters))
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -292,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in chapters:
         stage_chapter(args.book_dir, c)
     write_toc(args.book_dir, chapters)
-    write_intro(args.book_dir, chapters)
+    printing = not args.no_pdf and find_chromium() is not None
+    write_intro(args.book_dir, chapters, pdf=printing)
     ensure_mathjax(args.book_dir / "_static")
     for c in chapters:
         print(f"  {c.name}: {c.profile} run ({c.results.get('device', '?')}, commit {c.results.get('commit', '?')})"
@@ -310,9 +325,15 @@ def main(argv: list[str] | None = None) -> int:
               + "\n  ".join(remote), file=sys.stderr)
         return 1
     print(f"HTML built in {took:.1f} s: {(html / 'index.html').resolve()}")
-    if not args.no_pdf:
+    if not args.no_pdf and not printing:
+        print(f"PDF skipped: no Chromium to print it ({NO_CHROMIUM})")
+    elif printing:
         t0 = time.perf_counter()
-        pdf = build_pdf(html, args.book_dir / "_toc.yml", log=lambda *a: None)
+        try:
+            pdf = build_pdf(html, args.book_dir / "_toc.yml", log=lambda *a: None)
+        except RuntimeError as err:
+            print(f"error: the PDF was not printed: {err}", file=sys.stderr)
+            return 1
         print(f"PDF printed in {time.perf_counter() - t0:.1f} s: {pdf.resolve()}")
     return 0
 

@@ -48,9 +48,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def find_chromium() -> str | None:
-    """The Chromium executable ($CHROMIUM, else the first of CHROMIUM_NAMES on PATH)."""
+    """The Chromium executable: $CHROMIUM when it is set ("none", or any name that is not an
+    executable, hides every browser), else the first of CHROMIUM_NAMES on PATH."""
     env = os.environ.get("CHROMIUM")
-    if env and shutil.which(env):
+    if env:
         return shutil.which(env)
     for name in CHROMIUM_NAMES:
         path = shutil.which(name)

@@ -74,9 +74,8 @@ def _executed_fixture(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-@pytest.fixture(scope="module")
-def tiny_book(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("tinybook")
+def _tiny_book_source(base: Path) -> tuple[Path, Path]:
+    """(book, notebooks): a book folder with the project's config and one executed smoke chapter."""
     book, notebooks = base / "book", base / "notebooks"
     book.mkdir()
     shutil.copy(ROOT / "book" / "_config.yml", book / "_config.yml")
@@ -87,6 +86,12 @@ def tiny_book(tmp_path_factory) -> Path:
         "notebook": "01_fixture", "dataset": "fashion_mnist", "profile": "smoke",
         "device": "cpu (2 cores)", "commit": "abc1234", "torch": "2", "wall_time_s": 1.0,
         "created": "2025-01-01T00:00:00+00:00", "rows": []}))
+    return book, notebooks
+
+
+@pytest.fixture(scope="module")
+def tiny_book(tmp_path_factory) -> Path:
+    book, notebooks = _tiny_book_source(tmp_path_factory.mktemp("tinybook"))
     chapters = build_book.choose_runs(book, notebooks)
     assert [c.docname for c in chapters] == ["chapters/01_fixture/01_fixture"]
     for c in chapters:
@@ -107,6 +112,24 @@ def _run(book: Path, profile: str, name: str, device: str = "cpu (2 cores)") -> 
     (d / "results.json").write_text(json.dumps({
         "notebook": name, "profile": profile, "device": device, "commit": "abc1234", "rows": []}))
     return d
+
+
+def test_without_chromium_the_book_is_html_and_one_line(tmp_path, monkeypatch, capsys):
+    """A machine without Chromium (CHROMIUM=none hides it, as CI does once) still gets the HTML:
+    exit 0, one line saying the PDF was skipped and how to add it, no dead link to a PDF."""
+    book, notebooks = _tiny_book_source(tmp_path)
+    monkeypatch.setenv("CHROMIUM", "none")
+    assert check_book.find_chromium() is None
+    code = build_book.main(["--book-dir", str(book), "--notebooks-dir", str(notebooks), "--profiles", "smoke"])
+    out = capsys.readouterr().out
+    html = book / "_build" / "html"
+    assert code == 0 and (html / "index.html").is_file() and not (html / book_pdf.PDF_NAME).exists()
+    assert [line for line in out.splitlines() if "PDF" in line] == [
+        f"PDF skipped: no Chromium to print it ({book_pdf.NO_CHROMIUM})"]
+    assert book_pdf.PDF_NAME not in (html / "intro.html").read_text() and check_book.pdf_link_problems(html) == []
+    assert book_pdf.main([str(html)]) == 1  # `make pdf` alone: one line on stderr, no traceback
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "apt-get install -y chromium" in err and "Traceback" not in err
 
 
 def test_choose_runs_prefers_full_then_cpu_then_smoke(tmp_path):

@@ -44,3 +44,14 @@ def test_title_first_and_math_in_latex(path):
         prose = re.sub(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`|\[[^\]]*\]\([^)]*\)", "", text, flags=re.S)
         assert not re.search(r"\b[A-Za-z]+_\{?[A-Za-z0-9]+\}?.*\b[A-Za-z]+_\{", prose), (
             f"{path.name}: subscripts outside $...$ in: {prose[:200]}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_sources_carry_no_outputs(path):
+    """notebooks/ holds sources: papermill writes the executed copies under book/runs/ (and the
+    lab saves notebooks here without outputs)."""
+    for cell in _cells(path):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [] and cell.get("execution_count") is None, (
+                f"{path.name}: a code cell carries outputs or an execution count; clear them before committing")
+        assert "execution" not in cell.get("metadata", {}), f"{path.name}: execution timings in a cell's metadata"

@@ -13,6 +13,10 @@ os.replace, so a reader sees the old file or the new one, never half of one. met
 written last: it is the commit marker, and an entry without it is a miss. A corrupt entry (hash
 mismatch, unreadable file) or one whose meta does not match its spec is reported with a warning,
 removed, and trained again.
+
+Every entry a process loads or stores is noted (`entries_used`): its spec's kind and seed, its
+key and the sha256 of its weights, so a results file can say which models its numbers came
+from and someone who retrains can tell whether they got the same ones.
 """
 
 from __future__ import annotations
@@ -34,6 +38,26 @@ from torch import Tensor, nn
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 RESUME_FILE = "resume.pt"
+
+_USES: list[dict[str, Any]] = []  # every load or store of an entry by this process, in order
+
+
+def cache_uses() -> int:
+    """How many loads and stores this process has made: a mark for `entries_used(since=...)`."""
+    return len(_USES)
+
+
+def entries_used(since: int = 0) -> list[dict[str, Any]]:
+    """The entries this process loaded or stored after mark `since` (`cache_uses`), each once, in
+    the order first used: kind, seed (None when the spec has none), key, sha256 of the weights."""
+    distinct: dict[str, dict[str, Any]] = {}
+    for use in _USES[since:]:
+        distinct.setdefault(use["key"], use)
+    return list(distinct.values())
+
+
+def _note_use(spec: Mapping[str, Any], key: str, sha256: str) -> None:
+    _USES.append({"kind": spec.get("kind"), "seed": spec.get("seed"), "key": key, "sha256": sha256})
 
 
 def canonical_json(obj: Any) -> str:
@@ -111,6 +135,7 @@ class CheckpointCache:
             if file_sha256(entry / MODEL_FILE) != meta.get("sha256"):
                 raise ValueError(f"{MODEL_FILE} does not match the sha256 in {META_FILE}")
             state = load_file(entry / MODEL_FILE)
+            _note_use(spec, key, meta["sha256"])
         except Exception as err:  # any unreadable or inconsistent file means: rebuild
             warnings.warn(f"checkpoint cache: discarding entry {entry} ({err}); it will be "
                           "trained again", stacklevel=2)
@@ -132,6 +157,7 @@ class CheckpointCache:
         }
         text = json.dumps(meta, indent=2, sort_keys=True)
         _atomic_write(entry / META_FILE, lambda p: p.write_text(text))
+        _note_use(spec, meta["key"], meta["sha256"])
         return entry
 
     def save_resume(self, spec: Mapping[str, Any], state: Mapping[str, Any]) -> None:

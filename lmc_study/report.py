@@ -22,6 +22,7 @@ import datetime as _dt
 import json
 import math
 import os
+import platform
 import subprocess
 import tempfile
 import time
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from lmc_core.cache import cache_uses, entries_used
 
 from .profiles import Profile, get_profile, resolve_device
 from .stats import format_mean_se, mean_se
@@ -67,7 +70,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 RESULTS_FILE = "results.json"
 RESERVED_KEYS = (
     "notebook", "dataset", "datasets", "profile", "device", "device_type", "commit", "torch",
-    "wall_time_s", "created", "overrides", "profile_config", "rows",
+    "wall_time_s", "created", "overrides", "profile_config", "rows", "environment", "models",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAB_RUNS = REPO_ROOT / "book" / "runs" / "lab"  # chapters run by hand: start_run(output_dir=None)
@@ -110,6 +113,32 @@ def describe_device(device: torch.device) -> str:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return f"{device.type} ({cores} core{'s' if cores != 1 else ''})"
+
+
+def cpu_name() -> str:
+    """The processor's model name ("AMD EPYC 9654 96-Core Processor"), or the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a number depends on besides the code and the seed: torch, the processor, the thread
+    count and SIMD kernels torch uses (a CPU's sums round differently with another split), the
+    accelerator, and the sha256 of every data file."""
+    from .data import data_file_hashes
+
+    env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_name(),
+                           "threads": torch.get_num_threads(),
+                           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    env["data_sha256"] = data_file_hashes()
+    return env
 
 
 def format_duration(seconds: float) -> str:
@@ -182,6 +211,12 @@ class Run:
     torch_version: str = torch.__version__
     started: float = field(default_factory=time.time)
     created: str = ""
+    models_before: int = 0  # the process's checkpoint-cache uses before the run started (cache_uses)
+
+    def models_used(self) -> list[dict[str, Any]]:
+        """Every trained model this run loaded or stored (checkpoint cache): kind, seed, key and
+        the sha256 of its weights."""
+        return entries_used(since=self.models_before)
 
     @property
     def wall_time_s(self) -> float:
@@ -235,6 +270,8 @@ class Run:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "overrides": self.overrides,
             "profile_config": self.profile.to_dict(),
+            "environment": environment(self.device),
+            "models": self.models_used(),
             "rows": rows,
             **extra,
         }
@@ -243,15 +280,18 @@ class Run:
         return path
 
     def provenance(self) -> str:
-        """One line (plain text, valid markdown): dataset, profile, device, commit, torch,
-        wall time so far."""
+        """One line (plain text, valid markdown): dataset, profile, device and threads, commit,
+        torch, the models used, wall time so far."""
         over = ""
         if self.overrides:
             over = " (overrides: " + ", ".join(
                 f"{k}={v!r}" for k, v in sorted(self.overrides.items())) + ")"
+        models = self.models_used()
+        used = f", {len(models)} trained model{'s' if len(models) != 1 else ''} (sha256 in results.json)" \
+            if models else ""
         return (f"Dataset {self.dataset_label}, profile {self.profile.name}{over}, "
-                f"device {self.device_name}, commit {self.commit}, torch {self.torch_version}, "
-                f"wall time {format_duration(self.wall_time_s)}.")
+                f"device {self.device_name}, {torch.get_num_threads()} torch threads, commit {self.commit}, "
+                f"torch {self.torch_version}{used}, wall time {format_duration(self.wall_time_s)}.")
 
     def show_provenance(self) -> None:
         """Display the provenance line as markdown (it wraps in the book; print() does not)."""
@@ -328,6 +368,7 @@ def start_run(
         device_name=describe_device(dev),
         commit=git_commit(),
         started=started,
+        models_before=cache_uses(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
 

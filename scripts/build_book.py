@@ -169,10 +169,33 @@ def provenance_note(c: Chapter) -> str:
     text = (f":::{{note}}\nThe numbers on this page come from the **{c.profile}** profile run of commit "
             f"`{r.get('commit', '?')}` on {r.get('device', '?')}, finished {_finished(c)} UTC"
             f"{'' if wall is None else f' ({wall:.0f} s)'}.\n:::\n")
+    checks = _check_note(r)
+    if checks:
+        text += "\n" + checks
     if c.changed:
         text += (f"\n:::{{warning}}\nSince this run, {_changed_list(c.changed)} changed: the current code "
                  f"may give other numbers. `{c.refresh_command}` re-runs this chapter.\n:::\n")
     return text
+
+
+def _check_note(results: dict[str, Any]) -> str:
+    """A folded note with what a reader needs to check the numbers: torch, processor, threads,
+    SIMD kernels, the sha256 of each data file and of each trained model the run used."""
+    env, models = results.get("environment"), results.get("models") or []
+    if not env:
+        return ""
+    lines = [f"Torch {env.get('torch')} on {env.get('gpu') or env.get('cpu')}, {env.get('threads')} threads, "
+             f"{env.get('cpu_capability')} kernels. Another thread count or processor rounds sums "
+             "differently, so retrained models agree to float rounding, not bit for bit.", ""]
+    data = env.get("data_sha256") or {}
+    if data:
+        lines += ["| data file | sha256 |", "| --- | --- |"]
+        lines += [f"| {name} | `{digest[:16]}` |" for name, digest in data.items()] + [""]
+    if models:
+        lines += ["| trained model | seed | sha256 of its weights |", "| --- | --- | --- |"]
+        lines += [f"| {m.get('kind')} | {m.get('seed', '—')} | `{m['sha256'][:16]}` |" for m in models] + [""]
+    return (f":::{{admonition}} Check these numbers: environment, data and {len(models)} model(s)\n"
+            ":class: dropdown\n" + "\n".join(lines) + "\n:::\n")
 
 
 def stage_chapter(book_dir: Path, c: Chapter) -> Path:

@@ -9,7 +9,8 @@ Every notebook gets the parameters {profile, device, output_dir: "."} (plus any 
 and runs with its kernel's working directory set to its output directory, so results.json and
 the figures it saves land beside the executed notebook.
 
-Skipping: a run directory holds ``stamp.json`` with the sha256 of every input of the run: the
+Skipping: a run directory holds ``stamp.json`` with the sha256 of every input of the run (and the
+environment it ran in, as its results.json records it: torch, processor, threads, data hashes): the
 notebook's source, the parameters, the profile, the sources of the library and the study
 package that the notebook imports (``library_closure``: its ``lmc_core`` / ``lmc_study`` imports
 and, transitively, theirs, package ``__init__`` files included) and the files it reads (READS). A notebook none of whose inputs changed and
@@ -275,10 +276,20 @@ def run_one(notebook: Path, *, profile: str, parameters: Mapping[str, Any], runs
     nbformat.write(nb, output)
     stamp = {"sha256": digest, "notebook": _rel(notebook), "profile": profile,
              "parameters": params, "wall_time_s": round(wall, 2),
-             "finished": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime()), "inputs": inputs}
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime()), "inputs": inputs,
+             "environment": _results_field(partial, "environment")}
     (partial / STAMP_FILE).write_text(json.dumps(stamp, indent=1, default=str) + "\n")
     _replace_dir(partial, out_dir)
     return Outcome(name, "ran", wall, out_dir)
+
+
+def _results_field(run_dir: Path, key: str) -> Any:
+    """A field of the results.json the notebook wrote (None when it wrote none): the stamp keeps
+    the run's environment (torch, processor, threads, data hashes) beside its inputs."""
+    try:
+        return json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        return None
 
 
 def show_parameters_once(nb: Any) -> None:

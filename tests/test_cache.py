@@ -103,3 +103,19 @@ def test_safetensors_handles_shared_and_non_contiguous_tensors(tmp_path):
     state, meta = cache.load(spec)
     assert meta == {"note": "toy"}
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_entries_used_name_every_model_loaded_or_stored(tmp_path):
+    """The audit trail a results file records: the sha256 of each model, once, in order of use."""
+    from lmc_core.cache import cache_uses, entries_used
+
+    cache = CheckpointCache(tmp_path)
+    before = cache_uses()
+    first = cache.save(SPEC, make_vit(seed=0, dtype=torch.float32), {})
+    other = SPEC | {"seed": 5}
+    assert cache.load(other) is None  # a miss is not a model used
+    cache.save(other, make_vit(seed=1, dtype=torch.float32), {})
+    cache.load(SPEC)
+    used = entries_used(since=before)
+    assert [(u["kind"], u["seed"]) for u in used] == [("toy", 0), ("toy", 5)]
+    assert used[0]["sha256"] == file_sha256(first / MODEL_FILE) and used[0]["key"] == spec_key(SPEC)

@@ -16,7 +16,7 @@ Every cache file is written atomically (temporary file in the same folder, then 
 ``python -m lmc_study.data fetch`` builds everything buildable offline; ``... summary`` reports.
 """
 
-from ._common import DataIntegrityError, DataUnavailableError, data_dir
+from ._common import DataIntegrityError, DataUnavailableError, data_dir, data_file_hashes
 from .image_batches import ImageBatches, augment_batch, color_jitter, denormalize, image_batches
 from .images import (
     IMAGE_DATASETS,
@@ -33,7 +33,7 @@ from .tokens import TokenBatches, TokenDataset, load_token_dataset, token_batche
 __all__ = [
     "IMAGE_DATASETS", "TEXT_CORPORA", "DataIntegrityError", "DataUnavailableError", "ImageBatches",
     "ImageDataset", "TokenBatches", "TokenDataset", "Tokenizer", "augment_batch", "bpe_tokenizer",
-    "build_fashion_mnist", "clean_play", "color_jitter", "data_dir", "denormalize",
+    "build_fashion_mnist", "clean_play", "color_jitter", "data_dir", "data_file_hashes", "denormalize",
     "fashion_mnist_info", "fashion_mnist_split", "get_tokenizer", "gpt2_tokenizer",
     "image_batches", "load_image_dataset", "load_text_corpus", "load_token_dataset",
     "text_splits", "token_batches",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -96,6 +97,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+DATA_PATTERNS = ("*.npz", "*.txt", "tokenizers/*.json", "tokens/*.npz")  # what the chapters read
+
+
+def data_file_hashes() -> dict[str, str]:
+    """sha256 of every data file the chapters read (under ``data_dir()``, by relative name), so a
+    results file says which data its numbers came from. Hashes are kept per (file, size, mtime)."""
+    root = data_dir()
+    files = sorted({p for pattern in DATA_PATTERNS for p in root.glob(pattern) if p.is_file()})
+    return {p.relative_to(root).as_posix(): _cached_sha256(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in files}
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
 
 
 def sha256_text(text: str) -> str:

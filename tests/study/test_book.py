@@ -74,6 +74,20 @@ def _executed_fixture(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+ENVIRONMENT = {"torch": "2.14.1", "cpu": "AMD EPYC 9654", "threads": 2, "cpu_capability": "AVX512",
+               "data_sha256": {"fashion_mnist.npz": "ab" * 32}}
+MODELS = [{"kind": "vit", "seed": 0, "key": "k0", "sha256": "cd" * 32},
+          {"kind": "vit", "seed": 1, "key": "k1", "sha256": "ef" * 32}]
+
+
+def test_the_provenance_note_lets_a_reader_check_the_numbers():
+    note = build_book._check_note({"environment": ENVIRONMENT, "models": MODELS})
+    assert note.startswith(":::{admonition} Check these numbers: environment, data and 2 model(s)\n:class: dropdown")
+    assert "Torch 2.14.1 on AMD EPYC 9654, 2 threads, AVX512 kernels." in note
+    assert "| fashion_mnist.npz | `abababababababab` |" in note and "| vit | 1 | `efefefefefefefef` |" in note
+    assert build_book._check_note({"rows": []}) == ""  # an older run without the record: no note
+
+
 def _tiny_book_source(base: Path) -> tuple[Path, Path]:
     """(book, notebooks): a book folder with the project's config and one executed smoke chapter."""
     book, notebooks = base / "book", base / "notebooks"
@@ -85,7 +99,7 @@ def _tiny_book_source(base: Path) -> tuple[Path, Path]:
     (run_dir / "results.json").write_text(json.dumps({
         "notebook": "01_fixture", "dataset": "fashion_mnist", "profile": "smoke",
         "device": "cpu (2 cores)", "commit": "abc1234", "torch": "2", "wall_time_s": 1.0,
-        "created": "2025-01-01T00:00:00+00:00", "rows": []}))
+        "created": "2025-01-01T00:00:00+00:00", "rows": [], "environment": ENVIRONMENT, "models": MODELS}))
     return book, notebooks
 
 

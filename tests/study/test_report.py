@@ -3,6 +3,7 @@ skipping unchanged notebooks, atomic run directories)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -146,6 +147,33 @@ def test_provenance_line(run):
                  f"device {run.device_name}", f"commit {run.commit}", f"torch {torch.__version__}",
                  "wall time "):
         assert part in line, part
+
+
+def test_results_say_which_environment_data_and_models_made_them(run, tmp_path, monkeypatch):
+    """A reader who retrains can check: torch, processor, threads and SIMD kernels, the sha256 of
+    every data file, and the sha256 of every model the run loaded or stored (and no other)."""
+    from helpers import make_vit
+
+    from lmc_core.cache import CheckpointCache, file_sha256
+
+    before = CheckpointCache(tmp_path / "other").save({"kind": "toy", "seed": 9}, make_vit(seed=9), {})
+    data = tmp_path / "data"
+    (data / "tokens").mkdir(parents=True)
+    (data / "shakespeare.txt").write_text("to be")
+    (data / "tokens" / "t.npz").write_bytes(b"npz")
+    monkeypatch.setenv("LMC_DATA_DIR", str(data))
+    fresh = start_run("99_test", profile="smoke", dataset="fashion_mnist", output_dir=tmp_path / "out")
+    entry = CheckpointCache(tmp_path / "cache").save({"kind": "toy", "seed": 3}, make_vit(seed=3), {})
+    record = json.loads(fresh.save_results(ROWS).read_text())
+    env = record["environment"]
+    assert env["torch"] == torch.__version__ and env["threads"] == torch.get_num_threads()
+    assert env["cpu"] and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["data_sha256"] == {"shakespeare.txt": hashlib.sha256(b"to be").hexdigest(),
+                                  "tokens/t.npz": hashlib.sha256(b"npz").hexdigest()}
+    assert record["models"] == [{"kind": "toy", "seed": 3, "key": record["models"][0]["key"],
+                                 "sha256": file_sha256(entry / "model.safetensors")}]
+    assert file_sha256(before / "model.safetensors") not in json.dumps(record)  # used before the run
+    assert "1 trained model (sha256 in results.json)" in fresh.provenance()
 
 
 def test_savefig_writes_png(run):

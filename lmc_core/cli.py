@@ -29,12 +29,14 @@ Nothing heavy is imported before the arguments are parsed: `lmc --help` needs no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,6 +62,80 @@ class _UsageError(Exception):
     pass
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (a batch of 0 items, 0 epochs... say so at once)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive (at least 1)")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value}: a path needs at least 2 points (its two ends)")
+    return value
+
+
+# -- outputs: checked before the work, written whole or not at all ------------------------------
+
+def check_output_dir(out: str | Path, marker: str) -> Path:
+    """Fail before any work when ``out`` cannot be written: its folder must be writable, and an
+    existing ``out`` must be empty or an earlier output of this command (it holds ``marker``)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).exists())):
+        raise CLIError(f"--out {out} exists and is not an earlier output of this command (no {marker}): "
+                       "choose a new --out or remove it")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
+        probe.rmdir()
+    except OSError as err:
+        raise CLIError(f"--out {out}: cannot write in {parent} ({err.strerror}): choose a writable --out") from None
+    return out
+
+
+@contextlib.contextmanager
+def staged_output_dir(out: str | Path) -> Iterator[Path]:
+    """A staging folder beside ``out``, moved into place when the block ends without error (an
+    earlier ``out`` is replaced whole); on an error it is removed and ``out`` is as it was."""
+    out = Path(out)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = out.with_name(f".{out.name}.old-{stage.name[-8:]}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(stage, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json_atomically(path: str | Path, record: dict) -> None:
+    """``path`` holds the whole record or its previous content, never part of it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_json_path(path: str | Path) -> None:
+    parent = Path(path).parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise CLIError(f"--json {path}: cannot write in {parent}: choose a writable path")
+
+
 # -- checkpoints ---------------------------------------------------------------------------------
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -74,7 +150,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
     config = json.loads(config_file.read_text())
     if "model_type" in config:
         if config["model_type"] != "gpt2":
-            raise CLIError(f"{path}: Hugging Face model_type {config['model_type']!r} is not supported (gpt2 only)")
+            raise CLIError(f"{path}: Hugging Face model_type {config['model_type']!r} is not supported: lmc reads "
+                           "GPT-2 (HF) and timm ViTs; another architecture needs an adapter (lmc_core/adapters)")
         from transformers import GPT2LMHeadModel
 
         model = GPT2LMHeadModel.from_pretrained(path)
@@ -177,7 +254,14 @@ def _text_batches(path: Path, config, checkpoint, args) -> list:
     import torch
 
     tokenizer = _tokenizer(checkpoint, args.tokenizer)
-    ids = torch.tensor(tokenizer.encode(path.read_text(encoding="utf-8")).ids, dtype=torch.int64)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CLIError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}): "
+                       "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+    if not text.strip():
+        raise CLIError(f"{path} is empty: pass a text file with at least one block of tokens")
+    ids = torch.tensor(tokenizer.encode(text).ids, dtype=torch.int64)
     if len(ids) and int(ids.max()) >= config.num_outputs:
         raise CLIError(f"the tokenizer gives id {int(ids.max())} but the model has {config.num_outputs} tokens: "
                        "pass the tokenizer the model was trained with (--tokenizer)")
@@ -192,11 +276,14 @@ def _text_batches(path: Path, config, checkpoint, args) -> list:
 def _image_batches(path: Path, config, checkpoint, args) -> list:
     import numpy as np
     import torch
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     if not classes:
         raise CLIError(f"{path}: no class subfolders (expected one folder of images per class)")
+    if len(classes) == 1:
+        raise CLIError(f"{path}: one class folder ({classes[0]}); a classifier's loss and barrier need the "
+                       "classes it tells apart: one subfolder per class")
     if len(classes) > config.num_outputs:
         raise CLIError(f"{path}: {len(classes)} classes but the model has {config.num_outputs} outputs")
     mode = {1: "L", 3: "RGB"}.get(config.in_chans)
@@ -206,9 +293,12 @@ def _image_batches(path: Path, config, checkpoint, args) -> list:
     for label, name in enumerate(classes):
         for file in sorted((path / name).iterdir()):
             if file.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(file) as im:
-                    im = im.convert(mode).resize((config.img_size, config.img_size), Image.BILINEAR)
-                    images.append(np.asarray(im, dtype=np.float32).reshape(config.img_size, config.img_size, -1))
+                try:
+                    with Image.open(file) as im:
+                        im = im.convert(mode).resize((config.img_size, config.img_size), Image.BILINEAR)
+                        images.append(np.asarray(im, dtype=np.float32).reshape(config.img_size, config.img_size, -1))
+                except (UnidentifiedImageError, OSError) as err:
+                    raise CLIError(f"{file}: not a readable image ({type(err).__name__}): remove or replace it") from None
                 labels.append(label)
     if not images:
         raise CLIError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
@@ -262,6 +352,7 @@ def _align(args: argparse.Namespace) -> dict | None:
     from .adapters import canonicalize, export
     from .alignment import align
 
+    check_output_dir(args.out, "alignment.json")
     a, b = _pair(args)
     width_a, width_b = canonicalize(a).width, canonicalize(b).width
     if width_b < width_a:  # fail before the alignment runs, not after it
@@ -278,15 +369,16 @@ def _align(args: argparse.Namespace) -> dict | None:
     if not distributed.is_main():
         return None
     exported = export(result.model_b, like=a)  # aligned B has A's structure
-    save_checkpoint(exported, args.out, like=args.b, structure_like=args.a)
     symmetry = result.symmetry
     tensors = {"residual": symmetry.residual, "heads": None if symmetry.heads is None else symmetry.heads.read,
                "mlp": None if symmetry.mlp is None else symmetry.mlp.read}
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items() if v is not None},
-              str(Path(args.out) / "symmetry.safetensors"))
     summary = {"method": args.method, "a": str(args.a), "b": str(args.b), "out": str(args.out),
                "options": options, "seconds": round(time.perf_counter() - start, 3), "history": result.history}
-    (Path(args.out) / "alignment.json").write_text(json.dumps(summary, indent=2, default=float))
+    with staged_output_dir(args.out) as stage:
+        save_checkpoint(exported, stage, like=args.b, structure_like=args.a)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items() if v is not None},
+                  str(stage / "symmetry.safetensors"))
+        (stage / "alignment.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
@@ -295,14 +387,20 @@ def cmd_barrier(args: argparse.Namespace) -> dict:
     from .interpolation import barrier
 
     args.device = resolve_device(args.device)
+    if args.json:
+        _check_json_path(args.json)
     a, b = _pair(args)
+    width_a, width_b = canonicalize(a).width, canonicalize(b).width
+    if width_a != width_b:
+        raise CLIError(f"{args.a} has residual width {width_a} and {args.b} {width_b}: a path needs two models of "
+                       "one shape; lift the narrower into the wider first (lmc_core.lift_width, in Python)")
     data = load_data(args.data, a, args.a, args)
     if args.space == "canonical":
         a, b = canonicalize(a), canonicalize(b)
     result = barrier(a, b, data, lambdas=args.lambdas)
     out = {"a": str(args.a), "b": str(args.b), "data": str(args.data), "space": args.space} | result.to_dict()
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json_atomically(args.json, out)
     return out
 
 
@@ -325,11 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a text file (GPT-2) or an image folder with one subfolder per class (ViT)")
         p.add_argument("--tokenizer", help="text data: a tokenizer.json file or a folder holding one "
                        "(default: the tokenizer.json in checkpoint A)")
-        p.add_argument("--block-size", type=int, help="text data: tokens per sequence (default: the model's context)")
+        p.add_argument("--block-size", type=positive_int,
+                       help="text data: tokens per sequence (default: the model's context)")
         p.add_argument("--mean", type=float, nargs="+", help="image data: per-channel mean (default: from "
                        "config.json, else the folder's)")
         p.add_argument("--std", type=float, nargs="+", help="image data: per-channel std (default as --mean)")
-        p.add_argument("--batch-size", type=int, default=32, help="items per batch (default 32)")
+        p.add_argument("--batch-size", type=positive_int, default=32, help="items per batch (default 32)")
         p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when available)")
 
     p = commands.add_parser("align", help="align B to A and save B aligned as an ordinary checkpoint",
@@ -344,9 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the aligned B")
     p.add_argument("--residual", default="orthogonal", choices=("orthogonal", "permutation"),
                    help="residual map: orthogonal (default) or permutation (the paper's ablation)")
-    p.add_argument("--iterations", type=int, default=15, help="weight-matching iterations (default 15)")
-    p.add_argument("--epochs", type=int, default=2, help="learned/soft matching epochs over --data (default 2)")
-    p.add_argument("--steps-per-epoch", type=int, help="cap on learned-matching steps per epoch")
+    p.add_argument("--iterations", type=positive_int, default=15, help="weight-matching iterations (default 15)")
+    p.add_argument("--epochs", type=positive_int, default=2, help="learned/soft matching epochs over --data (default 2)")
+    p.add_argument("--steps-per-epoch", type=positive_int, help="cap on learned-matching steps per epoch")
     p.add_argument("--lr", type=float, default=1e-3, help="learned/soft matching learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the λ sampler (default 0)")
     p.set_defaults(run=cmd_align)
@@ -354,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("barrier", help="loss and accuracy barrier between A and B on --data",
                             description="Loss and accuracy along θ(λ) = λ θ_A + (1-λ) θ_B, printed as JSON.")
     common(p, data_required=True)
-    p.add_argument("--lambdas", type=int, default=11, help="points on the path, both ends included (default 11)")
+    p.add_argument("--lambdas", type=_at_least_two, default=11,
+                   help="points on the path, both ends included (default 11)")
     p.add_argument("--space", default="raw", choices=("raw", "canonical"),
                    help="interpolate the raw parameters (raw, the vanilla barrier; default) or the canonical "
                    "forms (canonical: use it for a pair written by `lmc align`)")

@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmc_core.cli import CLIError, new_parser, run, save_checkpoint
+from lmc_core.cli import (
+    CLIError,
+    check_output_dir,
+    new_parser,
+    run,
+    save_checkpoint,
+    staged_output_dir,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -28,16 +35,18 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
     from .profiles import get_profile
     from .train import train_model
 
+    overrides = dict(_parse_override(item) for item in args.set)
+    profile = get_profile(args.profile, overrides)  # a bad --set fails here, before anything runs
+    check_output_dir(args.out, "config.json")
     device = distributed.setup()
     try:
-        overrides = dict(_parse_override(item) for item in args.set)
-        profile = get_profile(args.profile, overrides)
         cache = CheckpointCache(args.cache) if args.cache else None
         model = train_model(args.kind, profile, args.seed, device=device, cache=cache,
                             progress=not args.quiet)
         if not distributed.is_main():
             return None
-        _save_trained(model, args.kind, profile, Path(args.out))
+        with staged_output_dir(args.out) as stage:
+            _save_trained(model, args.kind, profile, stage)
         return {k: v for k, v in model.lmc_meta.items() if k != "history"} | {"out": str(args.out)}
     finally:
         distributed.teardown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,26 +114,93 @@ def test_vit_learned_matching_on_an_image_folder(vit_dirs, tmp_path, capsys):
     assert abs(got["loss_b"] - lmc.barrier(b, b, data, lambdas=2).loss_a) < F32
 
 
+def _leftovers(folder: Path) -> list[str]:
+    """Staging or probe folders a failed command would have left behind."""
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name or ".probe-" in p.name)
+
+
 def test_bad_input_gives_one_line(gpt2_dirs, vit_dirs, tmp_path, capsys):
+    """Every mistake a user can type: one line naming the problem and the fix, a non-zero exit, no
+    traceback, and nothing written (no --out, no staging folder)."""
     a, b, text = gpt2_dirs / "a", gpt2_dirs / "b", gpt2_dirs / "text.txt"
     wide = tmp_path / "wide"
     make_gpt2(width=32, seed=3).save_pretrained(wide)
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Ça commence à Vérone, où l'été brûle".encode("latin-1"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    one_class = tmp_path / "one_class"
+    shutil.copytree(vit_dirs / "images" / "cat", one_class / "cat")
+    broken = tmp_path / "broken_images"
+    shutil.copytree(vit_dirs / "images", broken)
+    (broken / "dog" / "9.png").write_bytes(b"not a png at all")
+    not_a_folder = tmp_path / "a_file"
+    not_a_folder.write_text("x")
+    out = tmp_path / "o"
     capsys.readouterr()
     cases = [
         (("barrier", tmp_path / "missing", b, "--data", text), 1, "not a checkpoint directory"),
         (("barrier", a, b, "--data", tmp_path / "none.txt"), 1, "no such file"),
-        (("align", a, vit_dirs / "a", "--out", tmp_path / "o"), 1, "one architecture"),
-        (("align", wide, a, "--out", tmp_path / "o"), 1, "narrower"),  # refused before aligning
-        (("align", a, b, "--method", "telepathy", "--out", tmp_path / "o"), 2, "invalid choice: 'telepathy'"),
-        (("barrier", a, wide, "--data", text), 1, "shape"),
-        (("barrier", wide, a, "--data", text), 1, "pass --tokenizer"),
+        (("align", a, vit_dirs / "a", "--out", out), 1, "one architecture"),
+        (("barrier", bert, a, "--data", text), 1, "model_type 'bert' is not supported"),
+        (("align", wide, a, "--out", out), 1, "narrower"),  # refused before aligning
+        (("align", a, b, "--method", "telepathy", "--out", out), 2, "invalid choice: 'telepathy'"),
+        (("barrier", a, wide, "--data", text), 1, "residual width 24 and"),
+        (("barrier", wide, wide, "--data", text), 1, "pass --tokenizer"),
+        (("barrier", a, b, "--data", latin), 1, "not UTF-8 text (byte 0xc7 at offset 0): convert it first"),
+        (("barrier", a, b, "--data", empty), 1, "is empty"),
         (("barrier", vit_dirs / "a", vit_dirs / "b", "--data", text), 1, "image folder"),
-        (("align", a, b, "--method", "learned_matching", "--out", tmp_path / "o"), 1, "pass --data"),
+        (("barrier", vit_dirs / "a", vit_dirs / "b", "--data", one_class), 1, "one class folder (cat)"),
+        (("barrier", vit_dirs / "a", vit_dirs / "b", "--data", broken), 1, "9.png: not a readable image"),
+        (("align", a, b, "--method", "learned_matching", "--out", out), 1, "pass --data"),
+        (("barrier", a, b, "--data", text, "--batch-size", 0), 2, "--batch-size: 0 is not positive"),
+        (("barrier", a, b, "--data", text, "--lambdas", 1), 2, "at least 2 points"),
+        (("align", a, b, "--out", not_a_folder / "o"), 1, "cannot write in"),
+        (("align", a, b, "--out", not_a_folder), 1, "is not an earlier output of this command"),
+        (("barrier", a, b, "--data", text, "--json", tmp_path / "no" / "such" / "r.json"), 1, "cannot write in"),
     ]
     for argv, status, words in cases:
         code, _, err = _run(capsys, *argv)
         assert (code, err.count("\n")) == (status, 1), (argv, err)
         assert words in err and "Traceback" not in err, (argv, err)
+        assert not out.exists() and _leftovers(tmp_path) == [], argv
+
+
+def test_an_unwritable_out_fails_before_the_work_and_a_failed_save_leaves_nothing(gpt2_dirs, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """A folder the OS refuses (as a read-only one does; root ignores modes, so the refusal is
+    simulated) stops the command before it aligns; a save that fails half-way leaves no --out."""
+    import lmc_core.cli as cli
+
+    a, b, out = gpt2_dirs / "a", gpt2_dirs / "b", tmp_path / "aligned"
+    aligned = []
+    monkeypatch.setattr(cli, "_pair", lambda args, real=cli._pair: aligned.append(1) or real(args))
+    with monkeypatch.context() as m:
+        m.setattr(cli.tempfile, "mkdtemp", lambda **kw: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+        code, _, err = _run(capsys, "align", a, b, "--out", out, "--iterations", 1)
+    assert code == 1 and "cannot write in" in err and "Permission denied" in err and not aligned
+
+    def half_then_full(model, stage, **kw):
+        (Path(stage) / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "save_checkpoint", half_then_full)
+    code, _, err = _run(capsys, "align", a, b, "--out", out, "--iterations", 1)
+    assert code == 1 and "No space left" in err and err.count("\n") == 1
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_align_replaces_its_own_earlier_output_whole(gpt2_dirs, tmp_path, capsys):
+    a, b, out = gpt2_dirs / "a", gpt2_dirs / "b", tmp_path / "aligned"
+    assert _run(capsys, "align", a, b, "--out", out, "--iterations", 1)[0] == 0
+    (out / "stray.txt").write_text("from the first run")
+    assert _run(capsys, "align", a, b, "--out", out, "--iterations", 2)[0] == 0
+    assert not (out / "stray.txt").exists() and json.loads((out / "alignment.json").read_text())["options"][
+        "iterations"] == 2
+    assert _leftovers(tmp_path) == [] and not [p for p in tmp_path.iterdir() if ".old-" in p.name]
 
 
 def test_subprocess(gpt2_dirs):

@@ -43,3 +43,24 @@ def test_train_command(tmp_path, capsys):
     trained = train_model("gpt2", get_profile("smoke", tiny), 3, progress=False)
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in saved.state_dict().items())
     assert Tokenizer.from_file(str(tmp_path / "m" / "tokenizer.json")).get_vocab_size() == 2048
+
+
+def test_train_refuses_bad_input_before_training(tmp_path, capsys, monkeypatch):
+    """An unknown --set key, a value of the wrong type, or an --out that cannot be written: one
+    line, exit 1, nothing trained and nothing written."""
+    import lmc_study.train as train_mod
+
+    trained = []
+    monkeypatch.setattr(train_mod, "train_model", lambda *a, **kw: trained.append(1))
+    not_a_folder = tmp_path / "a_file"
+    not_a_folder.write_text("x")
+    cases = [
+        (("--set", "vit.epochz=3", "--out", tmp_path / "m"), "unknown field 'epochz' in section 'vit'"),
+        (("--set", "vit.epochs=many", "--out", tmp_path / "m"), "vit.epochs"),
+        (("--set", "vit.epochs", "--out", tmp_path / "m"), "expected KEY=VALUE"),
+        (("--out", not_a_folder / "m"), "cannot write in"),
+    ]
+    for argv, words in cases:
+        code, _, err = _run(capsys, "train", "vit", "--profile", "smoke", *argv)
+        assert (code, err.count("\n")) == (1, 1) and words in err and "Traceback" not in err, (argv, err)
+    assert trained == [] and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -50,12 +50,12 @@ def _score(x: Tensor, y: Tensor, w: Tensor, b: Tensor) -> tuple[float, float]:
             float((logits.argmax(-1) == y).double().mean()))
 
 
-def logistic_regression(x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor, x_test: Tensor,
-                        y_test: Tensor, num_classes: int, *, l2_grid: Sequence[float] = L2_GRID,
+def logistic_regression(x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor, x_test: Tensor | None,
+                        y_test: Tensor | None, num_classes: int, *, l2_grid: Sequence[float] = L2_GRID,
                         max_iter: int = 200) -> dict[str, Any]:
     """Multinomial logistic regression fit on the training rows, its L2 strength chosen by the
-    lowest loss on the validation rows, scored on the test rows."""
-    x_train, x_val, x_test = (x.double().flatten(1) for x in (x_train, x_val, x_test))
+    lowest loss on the validation rows, scored on the test rows (None: not scored)."""
+    x_train, x_val = (x.double().flatten(1) for x in (x_train, x_val))
     # Strongest penalty first, each fit starting from the previous solution (a warm start: the
     # problems are convex, so only the time to converge changes).
     fits: list[tuple[Tensor, Tensor]] = [None] * len(l2_grid)  # type: ignore[list-item]
@@ -64,10 +64,10 @@ def logistic_regression(x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: 
         fits[i] = start = _fit_softmax(x_train, y_train, num_classes, l2_grid[i], max_iter, start)
     val_losses = [_score(x_val, y_val, w, b)[0] for w, b in fits]
     best = min(range(len(l2_grid)), key=val_losses.__getitem__)
-    loss, acc = _score(x_test, y_test, *fits[best])
+    loss, acc = _score(x_test.double().flatten(1), y_test, *fits[best]) if x_test is not None else (None, None)
     return {"model": "logistic regression", "test_loss": loss, "test_accuracy": acc,
             "hyperparameter": "l2", "chosen": l2_grid[best], "grid": list(l2_grid), "val_losses": val_losses,
-            "train_rows": len(x_train), "val_rows": len(x_val), "test_rows": len(x_test)}
+            "train_rows": len(x_train), "val_rows": len(x_val), "test_rows": 0 if x_test is None else len(x_test)}
 
 
 def _pairs(blocks: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,7 +95,7 @@ def _ngram_losses(train: Tensor, eval_blocks: Tensor, vocab_size: int, order: in
     return [float(-(torch.log(c_pair + k) - torch.log(c_ctx + k * vocab_size)).mean()) for k in k_grid]
 
 
-def ngram(train: Tensor, val: Tensor, test: Tensor, vocab_size: int, order: int = 2,
+def ngram(train: Tensor, val: Tensor, test: Tensor | None, vocab_size: int, order: int = 2,
           k_grid: Sequence[float] = K_GRID) -> dict[str, Any]:
     """An add-k unigram (order 1) or bigram (order 2) model counted on the `train` blocks, k chosen
     by the lowest mean next-token cross-entropy on the `val` blocks, scored on the `test` blocks."""
@@ -103,20 +103,21 @@ def ngram(train: Tensor, val: Tensor, test: Tensor, vocab_size: int, order: int 
         raise ValueError(f"add-k smoothing needs k > 0, got {list(k_grid)}")
     val_losses = _ngram_losses(train, val, vocab_size, order, k_grid)
     best = min(range(len(k_grid)), key=val_losses.__getitem__)
-    (loss,) = _ngram_losses(train, test, vocab_size, order, [k_grid[best]])
+    (loss,) = _ngram_losses(train, test, vocab_size, order, [k_grid[best]]) if test is not None else (None,)
     return {"model": "unigram" if order == 1 else "bigram", "test_loss": loss, "test_accuracy": None,
             "hyperparameter": "k", "chosen": k_grid[best], "grid": list(k_grid), "val_losses": val_losses,
-            "train_rows": len(train), "val_rows": len(val), "test_rows": len(test)}
+            "train_rows": len(train), "val_rows": len(val), "test_rows": 0 if test is None else len(test)}
 
 
-def baselines(kind: str, profile: Profile) -> list[dict[str, Any]]:
-    """The trivial baselines of one model kind on the profile's own splits (see the module doc)."""
+def baselines(kind: str, profile: Profile, *, with_test: bool = True) -> list[dict[str, Any]]:
+    """The trivial baselines of one model kind on the profile's own splits (see the module doc).
+    ``with_test=False``: chosen and measured on validation only, the test split never read."""
     from .data import load_token_dataset
     from .data.splits import image_splits, seeded_subset
     from .experiments import test_blocks
 
     if kind == "vit":
-        train, val, test = image_splits(profile)
+        train, val, test = image_splits(profile, with_test=with_test)
 
         def pixels(images: Tensor) -> Tensor:
             mean = torch.tensor(train.mean, dtype=torch.float64).view(1, -1, 1, 1)
@@ -124,13 +125,14 @@ def baselines(kind: str, profile: Profile) -> list[dict[str, Any]]:
             return ((images.double() / 255 - mean) / std).flatten(1)
 
         return [logistic_regression(pixels(train.images), train.labels, pixels(val.images), val.labels,
-                                    pixels(test.images), test.labels, train.num_classes)]
+                                    pixels(test.images) if with_test else None, test.labels if with_test else None,
+                                    train.num_classes)]
     if kind == "gpt2":
         r = profile.gpt2
         tokens = load_token_dataset(r.corpus, r.tokenizer)
         train = seeded_subset(tokens.blocks("train", r.block_size), r.train_blocks)
         val = seeded_subset(tokens.blocks("val", r.block_size), r.val_blocks)
-        test = test_blocks(tokens, profile)
+        test = test_blocks(tokens, profile) if with_test else None
         return [ngram(train, val, test, tokens.vocab_size, order) for order in (1, 2)]
     raise ValueError(f"unknown model kind {kind!r}; valid: vit, gpt2")
 

@@ -56,27 +56,30 @@ def test_blocks(tokens: Any, profile: Profile) -> torch.Tensor:
     return blocks
 
 
-def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0) -> StudyData:
-    """The training split (for alignment) and the profile's test subset (for barriers)."""
+def study_data(kind: str, profile: Profile, device: torch.device, seed: int = 0, *,
+               with_test: bool = True) -> StudyData:
+    """The training split (for alignment), the validation data and the profile's test subset (for
+    barriers). ``with_test=False``: no test data at all (``test`` None), for code that tunes."""
     if kind == "vit":
-        train, val, test = image_splits(profile)
+        train, val, test = image_splits(profile, with_test=with_test)
         return StudyData(
             kind,
             image_batches(train, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),
-            image_batches(test, profile.eval.batch_size, device=device, shuffle=False),
-            f"{profile.vit.dataset}: {len(test)} test images",
+            image_batches(test, profile.eval.batch_size, device=device, shuffle=False) if with_test else None,
+            f"{profile.vit.dataset}: {len(test)} test images" if with_test else f"{profile.vit.dataset}: no test data",
             image_batches(val, profile.eval.batch_size, device=device, shuffle=False),
         )
     if kind == "gpt2":
         r = profile.gpt2
         tokens = load_token_dataset(r.corpus, r.tokenizer)
         train_blocks = tokens.blocks("train", r.block_size)
-        test = test_blocks(tokens, profile)
+        test = test_blocks(tokens, profile) if with_test else None
         return StudyData(
             kind,
             token_batches(train_blocks, profile.align.lm_batch_size, device=device, shuffle=True, seed=seed),
-            token_batches(test, profile.eval.batch_size, device=device, shuffle=False),
-            f"{r.corpus} ({r.tokenizer} tokens): {len(test)} test blocks of {r.block_size}",
+            token_batches(test, profile.eval.batch_size, device=device, shuffle=False) if with_test else None,
+            f"{r.corpus} ({r.tokenizer} tokens): "
+            + (f"{len(test)} test blocks of {r.block_size}" if with_test else "no test data"),
             token_batches(seeded_subset(tokens.blocks("val", r.block_size), r.val_blocks), profile.eval.batch_size,
                           device=device, shuffle=False),
         )

@@ -446,17 +446,32 @@ class LossThresholdAttack:
         return float((np.asarray(losses, dtype=np.float64) <= self.threshold).mean())
 
 
+MIA_SPLIT_SEED = 0  # which half of the retained and test samples calibrates the attack
+
+
+def calibration_split(n: int) -> tuple[Tensor, Tensor]:
+    """(calibration, scoring) indices of ``n`` samples: a seeded half each. The attack's threshold
+    is fit on one half and its rates are read on the other, never on the samples it was fit to."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(MIA_SPLIT_SEED))
+    return order[: n // 2], order[n // 2:]
+
+
 def unlearning_metrics(model: nn.Module, forget: Any, retain: Any, test: Any, *, batch_size: int = 256,
                        device: torch.device | str | None = None) -> dict[str, float]:
-    """Accuracy on the forget, retained and test sets; the attack calibrated on retained vs test
-    samples: its member rate on the erased samples (and on the test samples: its false positive
-    rate) and the AUC of erased vs test losses (ideal retraining: 0.5)."""
+    """Accuracy on the forget, retained and test sets, and a loss-threshold membership attack:
+    calibrated on half of the retained (members) and half of the test samples (non-members,
+    `calibration_split`), then read on samples it was not fit to: its member rate on the erased
+    samples, on the other half of the test samples (its false positive rate) and its balanced
+    accuracy on the other halves; with the AUC of erased vs test losses (ideal retraining: 0.5)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     (lf, cf), (lr, cr), (lt, ct) = (per_sample(model, d, batch_size, device) for d in (forget, retain, test))
-    attack = LossThresholdAttack.fit(lr, lt)
+    (fit_r, held_r), (fit_t, held_t) = calibration_split(len(lr)), calibration_split(len(lt))
+    attack = LossThresholdAttack.fit(lr[fit_r], lt[fit_t])
+    test_rate = attack.member_rate(lt[held_t])
     return {
         "forget_acc": float(cf.mean()), "retain_acc": float(cr.mean()), "test_acc": float(ct.mean()),
         "forget_loss": float(lf.mean()), "retain_loss": float(lr.mean()), "test_loss": float(lt.mean()),
-        "mia_auc": auc(lf, lt), "mia_forget_rate": attack.member_rate(lf), "mia_test_rate": attack.member_rate(lt),
+        "mia_auc": auc(lf, lt), "mia_forget_rate": attack.member_rate(lf), "mia_test_rate": test_rate,
         "mia_calibration_acc": attack.calibration_accuracy,
+        "mia_heldout_acc": (attack.member_rate(lr[held_r]) + 1.0 - test_rate) / 2,
     }

@@ -14,6 +14,8 @@ validation split), on the pair of seeds (0, 1):
 3. ``align.lm_perm_lr``: learned matching with permutation residuals at that budget for each
    rate of ``--perm-lrs``; the rate with the lowest validation barrier (summed over the kinds).
 
+Nothing here reads the test split: the data come from ``study_data(..., with_test=False)`` and
+``baselines(..., with_test=False)``, and the models' own numbers from their validation history.
 The models come from the checkpoint cache (trained now on a first run), so the study reuses
 them. The output names the profile, device, torch version and commit, and says which value each
 measurement chose; the profile's source cites it.
@@ -51,7 +53,7 @@ def endpoints(kind: str, models: list[torch.nn.Module], profile: Profile) -> dic
         best = min(meta["history"], key=lambda h: h["val_loss"])
         rows.append({"seed": meta["seed"], "val_loss": best["val_loss"], "val_accuracy": best.get("val_accuracy"),
                      "epochs_run": meta["epochs_run"], "train_wall_s": meta["wall_s"]})
-    base = {b["model"]: min(b["val_losses"]) for b in baselines(kind, profile)}
+    base = {b["model"]: min(b["val_losses"]) for b in baselines(kind, profile, with_test=False)}
     worst = max(r["val_loss"] for r in rows)
     if kind == "vit":
         accuracy = min(r["val_accuracy"] for r in rows)
@@ -101,17 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=int, default=8)
     ap.add_argument("--tolerance", type=float, default=0.005, help="nats: a smaller fall ends the budget")
     ap.add_argument("--perm-lrs", type=float, nargs="+", default=[1e-3, 3e-2, 0.1])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a profile field, e.g. --set vit.epochs=1 (repeatable)")
     args = ap.parse_args(argv)
-    profile = get_profile(args.profile)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+    profile = get_profile(args.profile, overrides)
     device = torch.device("cpu") if profile.device == "cpu" else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     out: dict[str, Any] = {"profile": args.profile, "device": str(device), "cpu": platform.processor() or platform.machine(),
                            "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": commit(),
-                           "split": "validation (never test)", "tolerance": args.tolerance, "kinds": {}}
+                           "split": "validation (never test)", "tolerance": args.tolerance,
+                           "overrides": overrides, "kinds": {}}
     for kind in experiments.KINDS:
         print(f"[{kind}] endpoints", flush=True)
         models = experiments.trained_models(kind, profile, [0, 1], device)
-        data = experiments.study_data(kind, profile, device)
+        data = experiments.study_data(kind, profile, device, with_test=False)
         val = data.val
         entry = {"endpoints": endpoints(kind, models, profile)}
         print(f"[{kind}] learned-matching budget", flush=True)
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in experiments.KINDS:
         print(f"[{kind}] lm_perm_lr", flush=True)
         models = experiments.trained_models(kind, profile, [0, 1], device)
-        data = experiments.study_data(kind, profile, device)
+        data = experiments.study_data(kind, profile, device, with_test=False)
         val = data.val
         out["kinds"][kind]["lm_perm_lr"] = perm_lr(kind, models, profile, data, val, epochs, args.perm_lrs)
         for rate, value in out["kinds"][kind]["lm_perm_lr"]["val_barrier_by_rate"].items():

@@ -45,8 +45,10 @@ def test_bf16_autocast_on_cpu_attends_explicitly_and_agrees(kind: str, monkeypat
 
 
 def test_learned_matching_objective_in_bf16_follows_the_float32_one() -> None:
-    """Same loss to bf16 rounding, gradients pointing the same way, and an alignment of two
-    models whose barrier ends within 0.01 nats of the float32 run's."""
+    """Same loss to bf16 rounding, gradients pointing the same way, and an alignment whose barrier
+    ends within 0.002 nats of the float32 run's. From the identity (no weight-matching start) one
+    epoch leaves a barrier of about 0.01 on held-out data, far below the unaligned pair's 0.12, so
+    both numbers mean something: a bf16 run that did not learn, or learned otherwise, fails."""
     a, b = canonicalize(_gpt2(seed=10)), canonicalize(_gpt2(seed=11))
     g = torch.Generator().manual_seed(12)
     train = [(_markov_batch(g), None) for _ in range(8)]
@@ -60,8 +62,11 @@ def test_learned_matching_objective_in_bf16_follows_the_float32_one() -> None:
     (loss32, grad32), (loss16, grad16) = grads
     assert abs(loss32 - loss16) < 0.01 * loss32
     assert F.cosine_similarity(grad32, grad16, dim=0) > 0.99
-    runs = [align(a, b, "learned_matching", data=train, iterations=3, epochs=1, lr=1e-2, autocast=autocast)
+    runs = [align(a, b, "learned_matching", data=train, epochs=1, lr=1e-2, init="identity", autocast=autocast)
             for autocast in (False, True)]
     assert runs[1].options["autocast"] is True
-    barriers = [barrier(r.model_a, r.model_b, train[:2]).loss_barrier for r in runs]
-    assert abs(barriers[0] - barriers[1]) < 0.01
+    held_out = [(_markov_batch(torch.Generator().manual_seed(99), n=64), None)]
+    unaligned = barrier(a, b, held_out).loss_barrier
+    barriers = [barrier(r.model_a, r.model_b, held_out).loss_barrier for r in runs]
+    assert min(barriers) > 0.005 and max(barriers) < unaligned / 4  # a barrier remains, and LM lowered it
+    assert abs(barriers[0] - barriers[1]) < 0.002

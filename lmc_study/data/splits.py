@@ -16,16 +16,19 @@ class ImageSplits(NamedTuple):
 
     train: ImageDataset  # what models are trained on (and alignment learns from)
     val: ImageDataset  # held out of the train split: model selection and every tuned value
-    test: ImageDataset  # the profile's evaluation subset: the book's barriers and accuracies
+    test: ImageDataset | None  # the profile's evaluation subset: the book's barriers and accuracies
 
 
-def image_splits(profile: Profile) -> ImageSplits:
+def image_splits(profile: Profile, *, with_test: bool = True) -> ImageSplits:
     """The profile's image splits: ``vit.val_images`` held out of the train split (stratified,
-    seed 1), the training subset drawn from the rest (seed 0), the test subset (seed 0)."""
+    seed 1), the training subset drawn from the rest (seed 0), the test subset (seed 0).
+    ``with_test=False``: test is None and the test file is not read (for code that tunes)."""
     r = profile.vit
     train, val = load_image_dataset(r.dataset, "train").split_off(r.val_images, seed=1)
     if r.train_subset is not None:
         train = train.subset(r.train_subset, seed=0)  # the same images for every model seed
+    if not with_test:
+        return ImageSplits(train, val, None)
     test = load_image_dataset(r.dataset, "test")
     if profile.eval.test_images is not None:
         test = test.subset(profile.eval.test_images, seed=0)

@@ -41,6 +41,8 @@ def test_width_sentences_check_order_zero_and_exactness() -> None:
             for m, b in zip(("lift_only", "weight_matching", "learned_matching"), bs, strict=True)]
     out = checks.width_sentences(rows, "Residual width only")
     assert "exact to rounding" in out[0]
+    broken = [{**r, "loss_b_unlifted": 2.01} for r in rows]  # a lift that changed the function
+    assert "by at most 1.00e-02 — NOT exact" in checks.width_sentences(broken, "Residual width only")[0]
     assert "the paper's order lift ≥ WM ≥ LM, and LM is about zero" in out[1]
     assert "not the paper's order" in out[2] and "LM is not about zero" in out[2]
 
@@ -88,6 +90,8 @@ def test_soft_sentence_separates_a_lower_middle_from_a_changed_endpoint() -> Non
     assert "not lower, unlike the paper" in out and "comes from its changed endpoint" in out
     soft["losses"][2] = 1.05
     assert "lower, as in the paper" in checks.soft_sentence([hard, soft], original_loss_b=1.0)
+    exact = {**soft, "loss_b": 1.0 + 1e-6}  # a soft run that kept B's function: not what the paper saw
+    assert "+1.00e-06 nats (exact: unlike the paper)" in checks.soft_sentence([hard, exact], original_loss_b=1.0)
 
 
 def test_table3_sentence_lists_what_differs() -> None:
@@ -109,12 +113,26 @@ def test_recipe_sentences_pair_recipes_and_components() -> None:
     quiet = [r for r in rows if r["recipe"] in ("ours", "official")] + [
         _row("learned_matching", 0, 0.101, recipe="ours + dropout")]
     assert "None moves the barrier by 0.005 nats or more on this pair" in checks.recipe_sentences(quiet)[1]
+    mixed = []
+    for pair, (ours, official) in enumerate(((0.10, 0.20), (0.12, 0.05), (0.08, 0.10))):
+        mixed += [_row("learned_matching", pair, ours, recipe="ours"),
+                  _row("learned_matching", pair, official, recipe="official")]
+    first = checks.recipe_sentences(mixed)[0]
+    assert "positive on 2 of 3 pairs; not resolved" in first and "higher on every pair" not in first
 
 
 @pytest.mark.parametrize("kind", ["vit", "gpt2"])
-def test_table3_sentence_for_every_profile(kind: str) -> None:
+def test_table3_sentence_names_the_settings_that_differ(kind: str) -> None:
+    """The small profiles change the architecture, the paper-scale ones keep it; every profile
+    trains on other data (Fashion-MNIST / the Shakespeare plays) on other hardware."""
     for name in ("smoke", "cpu", "full", "paper"):
-        assert checks.table3_sentence(kind, get_profile(name)).startswith("Table 3")
+        text = checks.table3_sentence(kind, get_profile(name))
+        differ = text.split("(")[1].split(")")[0].split(", ")
+        assert {"data", "hardware"} <= set(differ), (name, text)
+        assert ("layers / heads / width / MLP" in differ) == (name in ("smoke", "cpu")), (name, text)
+        assert f"in {len(differ)} of 12 settings" in text
+    paper_gpt2 = checks.table3_sentence("gpt2", get_profile("paper"))
+    assert kind == "vit" or "(data, epochs, schedule, hardware)" in paper_gpt2
 
 
 def test_symmetry_sentences() -> None:

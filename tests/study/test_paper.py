@@ -55,6 +55,9 @@ def test_wm_iteration_sentence_explains_a_rising_barrier():
     assert "rises by 0.020 after iteration 2 while the weight distance keeps falling" in text
     assert text.count("rises") == 1  # the permutation residual's 0.38 -> 0.38 is flat
     assert "ends below the permutation residual (0.160 vs 0.380): as the paper" in text
+    histories["orthogonal"]["loss_barrier"][-1] = 0.50  # the orthogonal residual ends higher
+    assert "ends at or above the permutation residual (0.500 vs 0.380): unlike the paper" in \
+        table2.wm_iteration_sentence(histories)
 
 
 def test_sampler_sentence_reports_paired_differences_and_the_papers_claim():
@@ -76,6 +79,17 @@ def test_order_sentence_never_says_holds_for_an_unresolved_relation():
     assert "hold in the mean but are not resolved" in first and "AM > WM" in first.split("not resolved")[1]
     verdict = book.verdict_sentences(group, "smoke", table2.paired_by_group([RECORD]))[0]
     assert "in the mean" in verdict and "agrees with the paper in the mean" in verdict
+
+
+def test_order_sentences_say_whether_learned_matching_is_about_zero():
+    far = table2.order_sentences(table2.compare_table2([RECORD]), table2.paired_differences(ROWS))
+    assert any("not about zero (≤ 0.05) as the paper finds" in s for s in far)
+    near_rows = [{**r, "loss_barrier": 0.01 + 0.01 * r["models"][0] / 2} if r["method"] == "learned_matching" else r
+                 for r in ROWS]  # 0.01, 0.02, 0.03
+    near = table2.order_sentences(table2.compare_table2([{**RECORD, "rows": near_rows}]),
+                                  table2.paired_differences(near_rows))
+    lm = next(s for s in near if s.startswith("Learned matching leaves"))
+    assert "about zero, as in the paper" in lm and "not about zero" not in lm
 
 
 def test_space_and_alignment_add_up_to_the_gain():

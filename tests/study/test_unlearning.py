@@ -227,16 +227,27 @@ def labelled(labels: list[int]) -> ImageDataset:
                         name="planted", split="train")
 
 
+def _split_labels(n: int, calibration: int, scoring: int) -> list[int]:
+    """Labels whose calibration half (`U.calibration_split`) is all `calibration`, the rest `scoring`."""
+    fit, _ = U.calibration_split(n)
+    return [calibration if i in set(fit.tolist()) else scoring for i in range(n)]
+
+
 def test_metrics_of_a_constructed_model():
+    """The attack is fit on one half of the retained and test samples and read on the other: here
+    the calibration halves separate perfectly (retained class 0, test class 1) while the scoring
+    halves are swapped, so an attack read where it was fit would report 100%, not 0%."""
     low = math.log(1 + 9 * math.exp(-5))  # loss of a class-0 image
     high = 5 + low  # of any other
-    m = U.unlearning_metrics(ConstantLogits(), labelled([0, 0, 0, 0]), labelled([0, 0, 0, 1, 1, 1]),
-                             labelled([0, 1, 1, 1]), batch_size=3, device="cpu")
-    assert (m["forget_acc"], m["retain_acc"], m["test_acc"]) == (1.0, 0.5, 0.25)
-    assert math.isclose(m["forget_loss"], low, rel_tol=1e-6) and math.isclose(m["test_loss"], (low + 3 * high) / 4, rel_tol=1e-6)
-    # Calibration: calling loss <= low a member gives TPR 1/2, TNR 3/4.
-    assert m["mia_calibration_acc"] == 0.625 and m["mia_forget_rate"] == 1.0 and m["mia_test_rate"] == 0.25
-    assert m["mia_auc"] == 0.875  # each erased loss ties one test loss and beats three
+    retain, test = _split_labels(8, 0, 1), _split_labels(8, 1, 0)
+    m = U.unlearning_metrics(ConstantLogits(), labelled([0, 0, 0, 0]), labelled(retain), labelled(test),
+                             batch_size=3, device="cpu")
+    assert (m["forget_acc"], m["retain_acc"], m["test_acc"]) == (1.0, 0.5, 0.5)
+    assert math.isclose(m["forget_loss"], low, rel_tol=1e-6) and math.isclose(m["test_loss"], (low + high) / 2, rel_tol=1e-6)
+    assert m["mia_calibration_acc"] == 1.0  # threshold at `low`: every calibration sample right
+    assert m["mia_heldout_acc"] == 0.0 and m["mia_test_rate"] == 1.0  # every held-out sample wrong
+    assert m["mia_forget_rate"] == 1.0
+    assert m["mia_auc"] == 0.75  # each erased loss ties half the test losses and beats the other half
 
 
 # -- summaries --------------------------------------------------------------------------------------

@@ -44,10 +44,10 @@ test: setup lint
 # The suite again under other SIMD kernels and on one thread (CI runs this after `make test`):
 # no result may depend on which kernels torch picks or how it splits work across threads.
 test-kernels: setup
-	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -p no:cacheprovider --ignore=tests/test_book.py
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -p no:cacheprovider --ignore=tests/study/test_book.py --ignore=tests/study/test_lab.py
 	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -p no:cacheprovider tests/test_barrier.py \
 		tests/test_canonical.py tests/test_symmetry.py tests/test_align.py
-	$(PY) -m pytest -p no:cacheprovider --torch-threads 1 --ignore=tests/test_book.py
+	$(PY) -m pytest -p no:cacheprovider --torch-threads 1 --ignore=tests/study/test_book.py --ignore=tests/study/test_lab.py
 
 # The library as a user installs it: `pip install -e .` (no study, book or vision extras) into a
 # fresh venv outside the project, then the library's tests (tests/, without tests/study/).

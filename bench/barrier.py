@@ -1,4 +1,4 @@
-"""Barrier engine throughput: lmc_core.barrier against a naive per-λ loop, same models and data.
+"""Barrier engine throughput: lmc_core.barrier (its engine, lmc_core.engine) against a naive per-λ loop, same models and data.
 
     python bench/barrier.py --device cpu --batches 2 --batch-size 32
     python bench/barrier.py --device cuda --batches 20 --batch-size 128

@@ -5,7 +5,7 @@ The canonical form is the meeting point: adapters turn a timm ViT or an HF GPT-2
 
     canonicalize(model)                         # function-preserving rewrite (SPEC section 2)
     Permutation / SemiPermutation / Orthogonal / Invertible / Symmetry   (SPEC section 3)
-    align(a, b, method, data) / align_many(models, method, data) / lift_width(narrow, wide)
+    align(a, b, method, data) / align_many(models, method, data) / lift_width(narrow, target=wide.config)
     interpolate(a, b, lam) / barrier(a, b, data) / simplex_barrier(models, data)   (section 1)
     fit_curve(a, b, data, kind="bezier"|"nurbs"|"polychain") / curve_barrier(curve, data)
     export(aligned, like=original)              # back to a timm ViT / HF GPT-2

@@ -236,8 +236,12 @@ def _embed_tokens(table: Tensor, inputs: Tensor) -> Tensor:
     """(E, B, T, d) rows of the E members' token tables (E, K, d). Through `F.embedding`, whose
     CPU backward adds each table row's gradients in input order whatever the thread count;
     advanced indexing (table[:, inputs]) adds them with atomics on several threads, in an order
-    that changes from run to run."""
+    that changes from run to run. An id outside [0, K) is refused: offset into the stacked
+    tables it would silently read another member's row."""
     E, K, _ = table.shape
+    if inputs.numel() and inputs.device.type != "meta" and (int(inputs.min()) < 0 or int(inputs.max()) >= K):
+        raise ValueError(f"token ids must lie in [0, {K}) for this model's {K} tokens, got "
+                         f"[{int(inputs.min())}, {int(inputs.max())}]: tokenize with the model's own tokenizer")
     offsets = torch.arange(E, device=inputs.device).view(E, 1, 1) * K
     return F.embedding(inputs.unsqueeze(0) + offsets, table.reshape(E * K, -1))
 

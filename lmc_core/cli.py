@@ -82,14 +82,30 @@ def _at_least_two(text: str) -> int:
 
 # -- outputs: checked before the work, written whole or not at all ------------------------------
 
-def check_output_dir(out: str | Path, marker: str) -> Path:
+OUTPUT_MARKER = ".lmc-output"  # in every folder a command writes: the command's name
+
+
+def _umask_mode(full: int) -> int:
+    """``full`` (0o777 for folders, 0o666 for files) less the process's umask: what open() and
+    mkdir() would have given, where mkdtemp / mkstemp give 0700 / 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return full & ~mask
+
+
+def check_output_dir(out: str | Path, command: str) -> Path:
     """Fail before any work when ``out`` cannot be written: its folder must be writable, and an
-    existing ``out`` must be empty or an earlier output of this command (it holds ``marker``)."""
+    existing ``out`` must be empty or an earlier output of ``command`` (its OUTPUT_MARKER says so),
+    so no other folder is ever replaced."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).exists())):
-        raise CLIError(f"--out {out} exists and is not an earlier output of this command (no {marker}): "
-                       "choose a new --out or remove it")
-    parent = out.parent
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file: choose a new --out")
+    if out.is_dir() and any(out.iterdir()):
+        marker = out / OUTPUT_MARKER
+        if not marker.is_file() or marker.read_text().strip() != command:
+            raise CLIError(f"--out {out} exists and is not an earlier output of this command: "
+                           "choose a new --out or remove it")
+    parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         probe = Path(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
@@ -100,20 +116,28 @@ def check_output_dir(out: str | Path, marker: str) -> Path:
 
 
 @contextlib.contextmanager
-def staged_output_dir(out: str | Path) -> Iterator[Path]:
+def staged_output_dir(out: str | Path, command: str) -> Iterator[Path]:
     """A staging folder beside ``out``, moved into place when the block ends without error (an
-    earlier ``out`` is replaced whole); on an error it is removed and ``out`` is as it was."""
-    out = Path(out)
+    earlier output of ``command`` is replaced whole); on any error the stage is removed and ``out``
+    is as it was."""
+    out = Path(out).resolve()
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    old = out.with_name(f".{out.name}.old-{stage.name.rsplit('-', 1)[-1]}")
     try:
         yield stage
+        (stage / OUTPUT_MARKER).write_text(command + "\n")
+        os.chmod(stage, _umask_mode(0o777))
+        if out.exists():
+            os.replace(out, old)
+        try:
+            os.replace(stage, out)
+        except BaseException:
+            if old.exists():
+                os.replace(old, out)  # the earlier output back in place
+            raise
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    old = out.with_name(f".{out.name}.old-{stage.name[-8:]}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(stage, out)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -124,6 +148,7 @@ def write_json_atomically(path: str | Path, record: dict) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2, default=float)
+        os.chmod(tmp, _umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,9 +165,6 @@ def _check_json_path(path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """A model from a checkpoint directory (module docstring), in eval mode."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # stdout is the result (JSON), stderr only errors
     path = Path(path)
     config_file = path / "config.json"
     if not path.is_dir() or not config_file.exists():
@@ -153,7 +175,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.
             raise CLIError(f"{path}: Hugging Face model_type {config['model_type']!r} is not supported: lmc reads "
                            "GPT-2 (HF) and timm ViTs; another architecture needs an adapter (lmc_core/adapters)")
         from transformers import GPT2LMHeadModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # stdout is the result (JSON), stderr only errors
         model = GPT2LMHeadModel.from_pretrained(path)
     elif "model_args" in config or "architecture" in config:
         model = _load_timm(path, config)
@@ -193,11 +217,11 @@ def save_checkpoint(model: nn.Module, out: str | Path, like: str | Path | None =
     tokenizer files), timm models as model.safetensors with `like`'s config.json or `vit_config`.
     `structure_like`: a timm checkpoint whose architecture (model_args) the model has, while its
     input normalisation stays `like`'s (an aligned B has A's shape and B's function)."""
-    from transformers import PreTrainedModel
+    from .metrics import is_hf_model
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, PreTrainedModel):
+    if is_hf_model(model):
         model.save_pretrained(out)
         for name in TOKENIZER_FILES if like is not None else ():
             if (Path(like) / name).exists():
@@ -349,12 +373,12 @@ def _align(args: argparse.Namespace) -> dict | None:
     from safetensors.torch import save_file
 
     from . import distributed
-    from .adapters import canonicalize, export
+    from .adapters import export
     from .alignment import align
 
-    check_output_dir(args.out, "alignment.json")
+    check_output_dir(args.out, "lmc align")
     a, b = _pair(args)
-    width_a, width_b = canonicalize(a).width, canonicalize(b).width
+    width_a, width_b = _canonical_config(a).width, _canonical_config(b).width
     if width_b < width_a:  # fail before the alignment runs, not after it
         raise CLIError(f"{args.b} is narrower than {args.a} (residual width {width_b} < {width_a}): the "
                        "lift into the wider stream is exact but not centred, so the result could not be "
@@ -374,7 +398,7 @@ def _align(args: argparse.Namespace) -> dict | None:
                "mlp": None if symmetry.mlp is None else symmetry.mlp.read}
     summary = {"method": args.method, "a": str(args.a), "b": str(args.b), "out": str(args.out),
                "options": options, "seconds": round(time.perf_counter() - start, 3), "history": result.history}
-    with staged_output_dir(args.out) as stage:
+    with staged_output_dir(args.out, "lmc align") as stage:
         save_checkpoint(exported, stage, like=args.b, structure_like=args.a)
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items() if v is not None},
                   str(stage / "symmetry.safetensors"))
@@ -390,7 +414,7 @@ def cmd_barrier(args: argparse.Namespace) -> dict:
     if args.json:
         _check_json_path(args.json)
     a, b = _pair(args)
-    width_a, width_b = canonicalize(a).width, canonicalize(b).width
+    width_a, width_b = _canonical_config(a).width, _canonical_config(b).width
     if width_a != width_b:
         raise CLIError(f"{args.a} has residual width {width_a} and {args.b} {width_b}: a path needs two models of "
                        "one shape; lift the narrower into the wider first (lmc_core.lift_width, in Python)")

@@ -1,6 +1,7 @@
 """Several processes, one run: training and learned matching under `torchrun`.
 
-    torchrun --nproc_per_node 4 -m lmc_core train gpt2 --profile full --out runs/gpt2-seed0
+    torchrun --nproc_per_node 4 -m lmc_core align A B --method learned_matching --data FILE --out DIR
+    torchrun --nproc_per_node 4 -m lmc_study train gpt2 --profile full --out runs/gpt2-seed0   # the study
 
 Every process reads the same batches (the data are small and resident) and takes its own
 contiguous slice of each one (`shard`): the batch size, the number of steps, the schedule and

@@ -22,13 +22,13 @@ IGNORE = -100  # the target of a position that has none (cross_entropy's ignore_
 def model_logits(model: nn.Module, inputs: Tensor) -> Tensor:
     """Logits of a timm ViT (``model(x)``), an HF model (``model(input_ids=x).logits``) or any
     module that returns logits or an object with a ``.logits`` field."""
-    if _is_hf_model(getattr(model, "_orig_mod", model)):  # also when compiled
+    if is_hf_model(getattr(model, "_orig_mod", model)):  # also when compiled
         return model(input_ids=inputs).logits
     out = model(inputs)
     return out.logits if hasattr(out, "logits") else out
 
 
-def _is_hf_model(model: nn.Module) -> bool:
+def is_hf_model(model: nn.Module) -> bool:
     """A Hugging Face model, told without importing transformers: an HF model's class module has
     imported transformers.modeling_utils already."""
     modeling = sys.modules.get("transformers.modeling_utils")

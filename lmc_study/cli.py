@@ -35,9 +35,9 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
     from .profiles import get_profile
     from .train import train_model
 
-    overrides = dict(_parse_override(item) for item in args.set)
+    overrides = dict(parse_override(item) for item in args.set)
     profile = get_profile(args.profile, overrides)  # a bad --set fails here, before anything runs
-    check_output_dir(args.out, "config.json")
+    check_output_dir(args.out, "python -m lmc_study train")
     device = distributed.setup()
     try:
         cache = CheckpointCache(args.cache) if args.cache else None
@@ -45,14 +45,15 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
                             progress=not args.quiet)
         if not distributed.is_main():
             return None
-        with staged_output_dir(args.out) as stage:
+        with staged_output_dir(args.out, "python -m lmc_study train") as stage:
             _save_trained(model, args.kind, profile, stage)
         return {k: v for k, v in model.lmc_meta.items() if k != "history"} | {"out": str(args.out)}
     finally:
         distributed.teardown()
 
 
-def _parse_override(item: str) -> tuple[str, object]:
+def parse_override(item: str) -> tuple[str, object]:
+    """KEY=VALUE: the value as JSON when it parses (numbers, lists, true), else the string."""
     key, sep, value = item.partition("=")
     if not sep:
         raise CLIError(f"--set {item!r}: expected KEY=VALUE, e.g. gpt2.n_embd=512")

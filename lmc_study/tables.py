@@ -82,9 +82,21 @@ def _train_bench_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             for profile, r in by_profile.items() for kind in MODEL_NAMES if kind in r]
 
 
+def tuning_heading(name: str, record: Mapping[str, Any]) -> str:
+    """One line over a tuning record's table: which tool, profile, machine and commit, what it chose."""
+    tool = "scripts/tune_recipe.py, the training recipe" if record.get("tool") == "tune_recipe" else \
+        "scripts/tune.py, the alignment settings"
+    chosen = ", ".join(f"`{k}` = {v}" for k, v in record.get("chosen", {}).items())
+    return (f"**`tuning/{name}.json`** ({tool}): profile `{record['profile']}`, {record['device']} "
+            f"({record['threads']} threads), torch {record['torch']}, commit `{record.get('commit', '?')}`; "
+            f"chosen: {chosen}")
+
+
 def tuning_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The table of one tuning record (scripts/tune.py --out): per model kind, what was measured
-    on validation and which value it chose."""
+    """The table of one tuning record (scripts/tune.py or scripts/tune_recipe.py --out): per model
+    kind, what was measured on validation and what it decided."""
+    if record.get("tool") == "tune_recipe":
+        return _recipe_rows(record)
     chosen = record.get("chosen", {})
     rows = []
     for kind, entry in record["kinds"].items():
@@ -107,6 +119,26 @@ def tuning_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             rows.append({"model": name, "measured on validation": f"LM-perm barrier by lm_perm_lr {rates}",
                          "decides": "align.lm_perm_lr (lowest summed over ViT and GPT-2)",
                          "result": f"{chosen.get('align.lm_perm_lr')}"})
+    return rows
+
+
+def _recipe_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """scripts/tune_recipe.py: each change to the recipe against the recipe itself, on validation."""
+    def losses(result: Mapping[str, Any]) -> str:
+        return ", ".join(f"{m['val_loss']:.3f}" for m in result["models"])
+
+    rows = []
+    for kind, entry in record["kinds"].items():
+        name = MODEL_NAMES.get(kind, kind)
+        rows.append({"model": name, "recipe or change": "the recipe as it is",
+                     "validation loss (per seed)": losses(entry["recipe"]), "difference": "—",
+                     "decides": f"margin {entry['margin']:.3f} (the seeds' spread)"})
+        for change, result in entry["changes"].items():
+            verdict = ("adopted" if entry["chosen"] == change else "loses") if result["role"] == "regulariser" \
+                else "the time budget: reported" + (", would help" if result["wins"] else "")
+            rows.append({"model": name, "recipe or change": change,
+                         "validation loss (per seed)": losses(result),
+                         "difference": f"{result['difference']:+.3f}", "decides": verdict})
     return rows
 
 

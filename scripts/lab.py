@@ -57,12 +57,13 @@ def free_port(preferred: int) -> int:
     raise OSError("no free port on 127.0.0.1")
 
 
-def lab_command(root: Path, port: int, token: str) -> list[str]:
-    """The jupyter lab command line: localhost, token, notebooks/, the project's kernel, offline."""
+def lab_command(root: Path, port: int) -> list[str]:
+    """The jupyter lab command line: localhost, notebooks/, the project's kernel, offline. The
+    token goes through $JUPYTER_TOKEN, not the command line (which other users can read)."""
     return [
         sys.executable, "-m", "jupyter", "lab", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
         "--LabApp.default_url=/lab/tree/notebooks",
         "--MappingKernelManager.default_kernel_name=python3",
         "--LabApp.news_url=None",  # no announcements feed
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"JupyterLab on the chapters: http://127.0.0.1:{port}/lab/tree/notebooks?token={token}", flush=True)
     print("(Ctrl-C stops it; chapters run on the profile of their parameters cell, results go to "
           "book/runs/lab/)", flush=True)
-    command = lab_command(args.root.resolve(), port, token)
+    os.environ["JUPYTER_TOKEN"] = token
+    command = lab_command(args.root.resolve(), port)
     os.execv(command[0], command)  # the server replaces this process: Ctrl-C reaches it directly
     return 0  # not reached
 

@@ -14,8 +14,10 @@ validation split), on the pair of seeds (0, 1):
 3. ``align.lm_perm_lr``: learned matching with permutation residuals at that budget for each
    rate of ``--perm-lrs``; the rate with the lowest validation barrier (summed over the kinds).
 
-Nothing here reads the test split: the data come from ``study_data(..., with_test=False)`` and
-``baselines(..., with_test=False)``, and the models' own numbers from their validation history.
+No choice here reads the test split: the data come from ``study_data(..., with_test=False)`` and
+``baselines(..., with_test=False)``, and the models' numbers from their validation history. (A model
+trained here because the cache lacks it records its test metrics, as the trainer always does;
+nothing here reads them.)
 The models come from the checkpoint cache (trained now on a first run), so the study reuses
 them. The output names the profile, device, torch version and commit, and says which value each
 measurement chose; the profile's source cites it.
@@ -41,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from lmc_core.alignment import align  # noqa: E402
 from lmc_study import experiments  # noqa: E402
 from lmc_study.baselines import baselines  # noqa: E402
+from lmc_study.cli import parse_override  # noqa: E402
 from lmc_study.profiles import PROFILES, Profile, get_profile  # noqa: E402
 
 
@@ -106,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a profile field, e.g. --set vit.epochs=1 (repeatable)")
     args = ap.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = json.loads(value)
+    overrides = dict(parse_override(item) for item in args.set)
     profile = get_profile(args.profile, overrides)
     device = torch.device("cpu") if profile.device == "cpu" else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")

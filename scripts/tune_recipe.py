@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from lmc_core.cache import CheckpointCache  # noqa: E402
 from lmc_study.profiles import PROFILES, Profile, get_profile  # noqa: E402
+from lmc_study.report import git_commit  # noqa: E402
 from lmc_study.train import train_model  # noqa: E402
 
 
@@ -93,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     profile = get_profile(args.profile)
     device = torch.device("cpu") if profile.device == "cpu" else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
-    out: dict[str, Any] = {"profile": args.profile, "device": str(device),
+    out: dict[str, Any] = {"tool": "tune_recipe", "profile": args.profile, "device": str(device),
                            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "split": "validation (never test)",
+                           "torch": torch.__version__, "commit": git_commit(), "split": "validation (never test)",
                            "rule": "a change wins when its mean validation loss is lower than the recipe's by more "
                                    "than the recipe's seed spread (at least the tolerance); a winning regulariser "
                                    "is adopted, a longer budget only reported",
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("vit", "gpt2"):
         out["kinds"][kind] = decide(kind, profile, args.seeds, args.tolerance, cache, device)
         print(f"[{kind}] chosen: {out['kinds'][kind]['chosen']}", flush=True)
+    out["chosen"] = {kind: entry["chosen"] for kind, entry in out["kinds"].items()}
     out["wall_s"] = time.perf_counter() - t0
     out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -433,3 +433,14 @@ def test_canonical_transformer_checks_its_parameters():
         CanonicalTransformer(canon.config, {**params, "ov": params["ov"][:, :, :-1]})
     with pytest.raises(TypeError, match="dtype"):
         CanonicalTransformer(canon.config, {**params, "head": params["head"].double()})
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+    """Two stacked members share one embedding table in the forward: an id ≥ K would read the
+    other member's row instead of failing."""
+    canon = canonicalize(make_gpt2(seed=0))
+    ids = torch.tensor([[1, 2, canon.config.num_outputs]])
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 23\)"):
+        canonical_forward(canon.params(), canon.config, ids)
+    with pytest.raises(ValueError, match="token ids must lie"):
+        canonical_forward(canon.params(), canon.config, torch.tensor([[-1, 2]]))

@@ -92,6 +92,9 @@ def test_gpt2_align_then_barrier(gpt2_dirs, tmp_path, capsys):
                            "--json", tmp_path / "barrier.json")
     got = json.loads(stdout)
     assert code == 0 and json.loads((tmp_path / "barrier.json").read_text()) == got
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "barrier.json").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
     a = GPT2LMHeadModel.from_pretrained(a_dir).eval()
     reference = lmc.align(a, b, "weight_matching", iterations=3, keep_centred=True)
     data = load_data(text, a, a_dir, _namespace())
@@ -159,7 +162,9 @@ def test_bad_input_gives_one_line(gpt2_dirs, vit_dirs, tmp_path, capsys):
         (("barrier", a, b, "--data", text, "--batch-size", 0), 2, "--batch-size: 0 is not positive"),
         (("barrier", a, b, "--data", text, "--lambdas", 1), 2, "at least 2 points"),
         (("align", a, b, "--out", not_a_folder / "o"), 1, "cannot write in"),
-        (("align", a, b, "--out", not_a_folder), 1, "is not an earlier output of this command"),
+        (("align", a, b, "--out", not_a_folder), 1, "is a file: choose a new --out"),
+        (("align", a, b, "--out", gpt2_dirs), 1, "is not an earlier output of this command"),  # a user's folder
+        (("align", a, b, "--out", b), 1, "is not an earlier output of this command"),  # a checkpoint
         (("barrier", a, b, "--data", text, "--json", tmp_path / "no" / "such" / "r.json"), 1, "cannot write in"),
     ]
     for argv, status, words in cases:
@@ -194,8 +199,14 @@ def test_an_unwritable_out_fails_before_the_work_and_a_failed_save_leaves_nothin
 
 
 def test_align_replaces_its_own_earlier_output_whole(gpt2_dirs, tmp_path, capsys):
+    """Only a folder this command wrote (its marker says so) is replaced; the output has the
+    umask's permissions, not a temporary folder's private ones."""
     a, b, out = gpt2_dirs / "a", gpt2_dirs / "b", tmp_path / "aligned"
     assert _run(capsys, "align", a, b, "--out", out, "--iterations", 1)[0] == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (out / ".lmc-output").read_text() == "lmc align\n"
     (out / "stray.txt").write_text("from the first run")
     assert _run(capsys, "align", a, b, "--out", out, "--iterations", 2)[0] == 0
     assert not (out / "stray.txt").exists() and json.loads((out / "alignment.json").read_text())["options"][

@@ -22,7 +22,7 @@ from transformers import GPT2LMHeadModel
 
 import lmc_core as lmc
 from lmc_core.adapters import UnsupportedModelError, adapter_for
-from lmc_core.adapters.export import NotRepresentableError, export
+from lmc_core.adapters.exporting import NotRepresentableError, export
 from lmc_core.alignment.solvers import fix_ones, procrustes
 
 F32 = TOL[torch.float32]

@@ -7,7 +7,7 @@ form unchanged. An adapter never imports its framework at module level: timm and
 are loaded only when a model of theirs is adapted."""
 
 from .base import Adapter, AttentionWeights, UnsupportedModelError
-from .export import NotRepresentableError, export
+from .exporting import NotRepresentableError, export
 from .registry import ADAPTERS, adapter_for, canonicalize, register_adapter
 
 __all__ = ["ADAPTERS", "Adapter", "AttentionWeights", "NotRepresentableError", "UnsupportedModelError",

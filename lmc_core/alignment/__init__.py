@@ -26,6 +26,7 @@ from torch import nn
 
 from ..adapters import canonicalize
 from ..canonical import CanonicalTransformer
+from ..interpolation import barrier
 from ..symmetry import Symmetry
 from .activation_matching import activation_matching
 from .learned import LAMBDA_SAMPLERS, LatentSymmetry, learn
@@ -153,8 +154,6 @@ def _check_pair(a: CanonicalTransformer, b: CanonicalTransformer) -> None:
 
 
 def _barrier_fn(model_a: CanonicalTransformer, model_b: CanonicalTransformer, data, lambdas):
-    from ..interpolation import barrier  # the engine imports alignment-free modules only
-
     def evaluate(sym: Symmetry) -> float:
         return barrier(model_a, sym.apply(model_b), data, lambdas=lambdas).loss_barrier
     return evaluate
@@ -235,8 +234,6 @@ def _epoch_evaluator(a: CanonicalTransformer, b: CanonicalTransformer, data, eva
     if eval_data is None:
         return None
     train_subset = _first_batches(data, opts["train_eval_batches"])
-    from ..interpolation import barrier
-
     def on_epoch(epoch: int, symmetries: list[Symmetry | None]) -> dict:
         aligned = symmetries[1].apply(b)
         result = barrier(a, aligned, eval_data, lambdas=opts["lambdas"])

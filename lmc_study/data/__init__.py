@@ -17,7 +17,7 @@ Every cache file is written atomically (temporary file in the same folder, then 
 """
 
 from ._common import DataIntegrityError, DataUnavailableError, data_dir, data_file_hashes
-from .image_batches import ImageBatches, augment_batch, color_jitter, denormalize, image_batches
+from .batching import ImageBatches, augment_batch, color_jitter, denormalize, image_batches
 from .images import (
     IMAGE_DATASETS,
     ImageDataset,

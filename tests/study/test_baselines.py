@@ -63,3 +63,19 @@ def test_k_is_chosen_on_validation_and_scored_on_test():
     assert out["test_loss"] == at_chosen
     assert out["test_loss"] > min(ngram(train, noise, noise, vocab, order=2, k_grid=grid)["val_losses"]) + 1.0
     assert ngram(train, noise, val, vocab, order=2, k_grid=grid)["chosen"] == 100.0  # swapped: another k
+
+
+def test_baselines_take_validation_and_test_from_the_profiles_splits():
+    """The wiring: the rows chosen on are the profile's validation split, the rows scored the test
+    subset (their sizes differ on purpose, so a swap would show), and with_test=False reads none."""
+    from lmc_study.baselines import baselines
+    from lmc_study.profiles import get_profile
+
+    profile = get_profile("smoke", {"vit.train_subset": 300, "vit.val_images": 200, "eval.test_images": 120,
+                                    "gpt2.val_blocks": 6, "eval.test_blocks": 10})
+    (lr,) = baselines("vit", profile)
+    assert (lr["val_rows"], lr["test_rows"], lr["train_rows"]) == (200, 120, 300)
+    uni, bi = baselines("gpt2", profile)
+    assert uni["val_rows"] == bi["val_rows"] == 6 and bi["test_rows"] == 10  # blocks
+    (lr_val,) = baselines("vit", profile, with_test=False)
+    assert lr_val["test_rows"] == 0 and lr_val["test_loss"] is None and lr_val["val_losses"] == lr["val_losses"]

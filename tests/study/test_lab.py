@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,21 +78,26 @@ def lab(tmp_path):
     for name in ("01_data.ipynb", "03_vit_pairwise.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, tmp_path / "notebooks" / name)
     try:
-        port = lab_script.free_port(0)
+        lab_script.free_port(0)
     except OSError as err:
         pytest.skip(f"cannot bind a port on 127.0.0.1: {err}")
     env = os.environ | {"LMC_LAB_TOKEN": TOKEN, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
                         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "PYTHONWARNINGS": "ignore"}
-    server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "lab.py"), "--port", str(port),
+    server = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "lab.py"), "--port", "0",
                                "--root", str(tmp_path)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 40
+    first = server.stdout.readline()  # the address it prints before the server starts
+    match = re.search(r"http://127\.0\.0\.1:(\d+)/lab/tree/notebooks\?token=(\S+)", first)
+    assert match and match.group(2) == TOKEN, first
+    port = int(match.group(1))
+    deadline = time.monotonic() + 90  # a busy 2-core machine starts JupyterLab in ~10 s
     while time.monotonic() < deadline and server.poll() is None:
         try:
             if _request(port, "GET", "/api/status")[0] == 200:
                 break
         except OSError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.3)
     else:
         os.killpg(server.pid, signal.SIGKILL)
         pytest.fail(f"the lab did not answer (exit {server.poll()}):\n{server.stdout.read()}")
@@ -133,7 +139,8 @@ def test_lab_serves_the_chapters_runs_code_and_saves_sources_without_outputs(lab
     assert all(c.get("outputs", []) == [] and c.get("execution_count") is None
                for c in saved["cells"] if c["cell_type"] == "code")
     assert server.poll() is None
-
+    command_line = open(f"/proc/{server.pid}/cmdline", "rb").read().decode(errors="replace")
+    assert TOKEN not in command_line  # the token travels in the environment, not in argv
 
 def test_strip_outputs_only_touches_notebooks_under_notebooks():
     strip = load_script("lab").strip_outputs

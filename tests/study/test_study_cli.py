@@ -30,7 +30,7 @@ def test_help_lists_every_option(capsys):
 
 
 def test_train_command(tmp_path, capsys):
-    """`lmc train` saves the model train_model makes (same seed, CPU: the same weights), with its
+    """`python -m lmc_study train` saves the model train_model makes (same seed, CPU: the same weights), with its
     tokenizer, as a checkpoint the other commands read."""
     tiny = {"device": "cpu", "eval.test_blocks": 8, "gpt2.n_layer": 1, "gpt2.n_head": 2, "gpt2.n_embd": 16,
             "gpt2.n_inner": 32, "gpt2.block_size": 16, "gpt2.train_blocks": 64, "gpt2.val_blocks": 8,

@@ -185,8 +185,10 @@ def _check_note(results: dict[str, Any]) -> str:
     if not env:
         return ""
     lines = [f"Torch {env.get('torch')} on {env.get('gpu') or env.get('cpu')}, {env.get('threads')} threads, "
-             f"{env.get('cpu_capability')} kernels. Another thread count or processor rounds sums "
-             "differently, so retrained models agree to float rounding, not bit for bit.", ""]
+             f"{env.get('cpu_capability')} kernels. The same processor and thread count give the same "
+             "models and numbers bit for bit. Another processor rounds some sums differently, and "
+             "training can amplify that: retrained there, a model may come out as another model of the "
+             "same recipe. The sha256 below tell which case a retrained model is.", ""]
     data = env.get("data_sha256") or {}
     if data:
         lines += ["| data file | sha256 |", "| --- | --- |"]

@@ -83,7 +83,7 @@ MODELS = [{"kind": "vit", "seed": 0, "key": "k0", "sha256": "cd" * 32},
 def test_the_provenance_note_lets_a_reader_check_the_numbers():
     note = build_book._check_note({"environment": ENVIRONMENT, "models": MODELS})
     assert note.startswith(":::{admonition} Check these numbers: environment, data and 2 model(s)\n:class: dropdown")
-    assert "Torch 2.14.1 on AMD EPYC 9654, 2 threads, AVX512 kernels." in note
+    assert "Torch 2.14.1 on AMD EPYC 9654, 2 threads, AVX512 kernels. The same processor" in note
     assert "| fashion_mnist.npz | `abababababababab` |" in note and "| vit | 1 | `efefefefefefefef` |" in note
     assert build_book._check_note({"rows": []}) == ""  # an older run without the record: no note
 

@@ -15,14 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmc_core.cli import (
-    CLIError,
-    check_output_dir,
-    new_parser,
-    run,
-    save_checkpoint,
-    staged_output_dir,
-)
+from lmc_core.cli import CLIError, new_parser, run, save_checkpoint
+from lmc_core.outputs import check_output_dir, staged_output_dir
 
 if TYPE_CHECKING:
     from torch import nn

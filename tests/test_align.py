@@ -128,9 +128,11 @@ def test_weight_matching_aligns_a_width_lifted_narrow_model() -> None:
     data = _data("gpt2")
     found = align(wide, narrow, "weight_matching", iterations=5)
     assert found.model_b.width == 32
-    # The aligned narrow model still computes its own function, and sits on the wide one.
+    # The aligned narrow model still computes its own function, and sits on the wide one. float32:
+    # the lift and the solved orthogonal map each round (1.6e-5 on logits of about 1 under torch's
+    # generic kernels on an Intel Xeon); a wrong map would be off by the logits' own size.
     logits_gap = (found.model_b(data[0]) - narrow(data[0])).abs().max()
-    assert logits_gap < 1e-5
+    assert logits_gap < 3e-5
     assert barrier(wide, found.model_b, data).loss_barrier <= 1e-5
 
 

@@ -179,12 +179,13 @@ def test_an_unwritable_out_fails_before_the_work_and_a_failed_save_leaves_nothin
     """A folder the OS refuses (as a read-only one does; root ignores modes, so the refusal is
     simulated) stops the command before it aligns; a save that fails half-way leaves no --out."""
     import lmc_core.cli as cli
+    import lmc_core.outputs as outputs
 
     a, b, out = gpt2_dirs / "a", gpt2_dirs / "b", tmp_path / "aligned"
     aligned = []
     monkeypatch.setattr(cli, "_pair", lambda args, real=cli._pair: aligned.append(1) or real(args))
     with monkeypatch.context() as m:
-        m.setattr(cli.tempfile, "mkdtemp", lambda **kw: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+        m.setattr(outputs.tempfile, "mkdtemp", lambda **kw: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
         code, _, err = _run(capsys, "align", a, b, "--out", out, "--iterations", 1)
     assert code == 1 and "cannot write in" in err and "Permission denied" in err and not aligned
 

@@ -93,7 +93,7 @@ for name in names:
 print(json.dumps({"modules": names}))
 """)
     assert {"lmc_core.alignment.learned", "lmc_core.interpolation", "lmc_core.engine", "lmc_core.curves",
-            "lmc_core.adapters.exporting", "lmc_core.cli", "lmc_core.cache"} <= set(got["modules"])
+            "lmc_core.adapters.exporting", "lmc_core.cli", "lmc_core.outputs", "lmc_core.cache"} <= set(got["modules"])
 
 
 def test_public_names_load_what_they_use_and_nothing_else():

@@ -159,34 +159,63 @@ class ExperimentRecipe:
 
 @dataclass(frozen=True)
 class UnlearnRecipe:
-    """Machine unlearning (lmc_study.unlearning): which training samples are forgotten, and how.
+    """Machine unlearning (lmc_study.unlearning): two settings with something to forget, and how.
 
-    ManiF-SMC's values are its released MNIST script's (k = 5, Adam 5e-4 for one epoch over the
-    erased samples, loss scale 0.1, surrogate at t = 0.5, 200-400 erased samples); the others
-    are ours. One set of values serves every profile: the chapter's cost is set by the ViT recipe.
+    - ``random``: a ViT trained on ``random_images`` training images for ``random_epochs`` epochs,
+      keeping the last epoch, so it memorises them; ``forget_size`` random ones are erased.
+    - ``class``: a ViT trained on ``class_images`` images with the profile's epochs (best epoch on
+      validation); every image of class ``forget_class`` is erased.
+
+    ManiF-SMC's values are its released MNIST script's (wwq5-code/ManiF @ 05c4e64,
+    On_MNIST/26Mar25/MNIST_Normal_distribution.py: k = 5 at line 2188, Adam 5e-4 (line 1913) for
+    one epoch (1906) at batch 16 (1919), loss scale 0.1 (1796), surrogate at t = 0.5 (1933));
+    the baselines' rates and lengths are chosen on validation from the grids below. One set of
+    values serves every profile: the chapter's cost is set by the ViT recipe.
     """
 
-    forget_size: int = 300  # random training samples erased per forget set
-    seeds: tuple[int, ...] = (0, 1, 2)  # one forget set, one original and one retrained model per seed
+    settings: tuple[str, ...] = ("random", "class")
+    random_images: int = 2000  # training images of the memorising original (stratified subset)
+    random_epochs: int = 40  # epochs of the memorising original and its retrained models
+    forget_size: int = 200  # random training samples erased per forget set (theirs: 200-400)
+    class_images: int = 10_000  # training images of the class-forgetting original
+    forget_class: int = 0  # the class erased in the class setting
+    seeds: tuple[int, ...] = (0, 1, 2)  # one forget set, one original and two retrained models per seed
     k: int = 5  # retained neighbours of each erased sample (ManiF-SMC)
-    lr: float = 5e-4  # Adam, every post-hoc method
-    batch_size: int = 64  # erased samples per step, and retained samples per fine-tuning step
+    lr: float = 5e-4  # Adam, ManiF-SMC (theirs)
+    batch_size: int = 16  # erased samples per step (ManiF-SMC, theirs), and every baseline's batch
     loss_scale: float = 0.1  # ManiF-SMC: weight of (triplet hinge + cross-entropy on positives)
-    surrogate_t: float = 0.5  # self-mode-connectivity surrogate: the model lerped to a fresh init
-    surrogate_steps: int = 50  # Adam steps on retained data of the "trained surrogate" variant: ours
-    finetune_steps: int = 100  # fine-tuning baseline: Adam steps on retained data: ours
-    eval_retain: int = 1000  # retained samples in the metrics and the attack's calibration
-    lambdas: int = 3  # λ grid of the barriers to the retrained model (3: 0, 0.5, 1)
+    surrogate_t: float = 0.5  # self-mode-connectivity surrogate: where it is read
+    ce_label: str = "erased"  # ManiF-SMC's cross-entropy on the positive: the erased sample's label (theirs)
+    # Baselines: every (rate, length) pair is tried on seed 0 and the one chosen on validation
+    # (retained accuracy within retain_margin of the original's, forget accuracy nearest its
+    # target) serves every seed. Length: passes over the forget set (gradient ascent, random
+    # labels) or steps on retained data (fine-tuning), at batch_size.
+    tune_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4, 1e-3)
+    tune_epochs: tuple[int, ...] = (1, 3)
+    tune_finetune_steps: tuple[int, ...] = (100, 300)
+    retain_margin: float = 0.05  # the retained-accuracy loss a baseline may cost (fraction)
+    eval_retain: int = 1000  # retained samples in the metrics and the attacks' member sets
+    barrier_images: int = 1000  # test images of every barrier (the forget set's classes excluded when a class is erased)
+    # The latent attack's passes: theirs is one pass over 5,000 + 5,000 samples (line 1907), 625 steps
+    # at batch 16; ours trains on half of eval_retain (members) and as many non-members: 10 passes
+    # over 1,000 samples give about as many steps (630).
+    attack_epochs: int = 10
+    lambdas: int = 11  # λ grid of the barriers to the retrained model
 
     def __post_init__(self) -> None:
         if self.forget_size < 1 or self.k < 1 or self.batch_size < 1 or self.eval_retain < 1:
             raise ValueError("unlearn.forget_size, .k, .batch_size and .eval_retain must be >= 1")
         if not self.seeds:
             raise ValueError("unlearn.seeds needs at least one seed")
+        if not self.settings or any(s not in ("random", "class") for s in self.settings):
+            raise ValueError(f"unlearn.settings = {self.settings}; valid settings: random, class")
+        _check_choice("unlearn.ce_label", self.ce_label, ("erased", "positive"))
         if not 0.0 < self.surrogate_t < 1.0:
             raise ValueError(f"unlearn.surrogate_t = {self.surrogate_t}; it must lie in (0, 1)")
         if self.lambdas < 2:
             raise ValueError(f"unlearn.lambdas = {self.lambdas}; the grid needs both ends (>= 2)")
+        if not (self.tune_lrs and self.tune_epochs and self.tune_finetune_steps):
+            raise ValueError("unlearn.tune_lrs, .tune_epochs and .tune_finetune_steps need at least one value each")
 
 
 @dataclass(frozen=True)
@@ -306,6 +335,11 @@ _SMOKE = Profile(
     # ~45 ms a curve step on one core: 100 steps (about 0.6 of an epoch of the smoke subset) and
     # four front models keep the curves chapter near 3 minutes; one trade-off seed.
     curves=CurveRecipe(steps=100, task_weights=(0.95, 0.65, 0.35, 0.05), mt_steps=100, mt_seeds=1),
+    # Unlearning in about two minutes: smaller memorising and class-forgetting sets, two seeds,
+    # a smaller tuning grid.
+    unlearn=UnlearnRecipe(random_images=1000, random_epochs=20, forget_size=100, class_images=3000, seeds=(0, 1),
+                          tune_lrs=(3e-4, 1e-3), tune_epochs=(1,), tune_finetune_steps=(50,), eval_retain=500,
+                          barrier_images=500),
 )
 
 _CPU = Profile(

@@ -1,47 +1,37 @@
-"""Machine unlearning, and whether an unlearned model lands in the retrained model's basin.
+"""Machine unlearning: forget sets, the methods, and the attacks that tell whether they forgot.
 
-A forget set is a seeded random part of the training split; the rest is the retained set. The
-gold standard is ``retrain``: a model trained from scratch on the retained data with the profile's
-recipe (the trainer's loop, only the training set changes). The approximate methods start from
-the trained ("original") model:
+A forget split cuts a training set in two: ``forget`` (to erase) and ``retain``. Two kinds:
+``forget_set`` (random samples) and ``forget_class`` (every sample of one class). The gold
+standard is ``retrain``: a model trained from scratch on the retained data (``fit``: the
+trainer's recipe, only the training set changes). The approximate methods start from the
+trained ("original") model:
 
-- ``finetune``: Adam on retained data only (``unlearn.finetune_steps`` steps);
-- ``gradient_ascent``: one epoch of Adam ascending the cross-entropy of the erased samples;
-- ``random_labels``: one epoch of Adam on the erased samples, each relabelled with a random
-  wrong class;
-- ``manif_smc`` (ManiF-SMC, NEIGHBOURS.md): for each erased sample, the k retained samples most
-  cosine-similar in the model's normalised pooled representation; anchor c = their mean,
-  positive p = the nearest. Margin α = MSE(z_e, c) − MSE(z_p, c) measured on the
-  self-mode-connectivity surrogate, the model lerped at t = 0.5 to a fresh initialisation.
-  Loss per batch of erased samples, with the cross-entropy inside the hinge as in the released
-  script (here every term is a batch mean): scale · max(0, MSE(z_p, c) − MSE(z_e, c) + α + CE);
-  Adam, one epoch over the erased samples. Neighbours are chosen by cosine similarity; the MSEs
-  are on the pooled representations themselves (a ViT's are LayerNorm outputs, so the model's
-  and the surrogate's are on the same scale). While the hinge is open, α is a constant and does
-  not change the gradient: the margin acts only by closing the hinge (``hinge_open`` in the
-  model's metadata is the fraction of steps where it was open);
-- ``manif_smc_trained``: the same with the surrogate first trained ``unlearn.surrogate_steps``
-  Adam steps on retained data (the variant of their rebuttal; the released script does not
-  train it).
+- ``finetune``: Adam on retained data, ``length`` steps;
+- ``gradient_ascent``: ``length`` epochs of Adam ascending the erased samples' cross-entropy;
+- ``random_labels``: ``length`` epochs of Adam on the erased samples, each relabelled with a
+  random wrong class; (each baseline's rate and length are chosen on validation by the study);
+- ``manif_smc``: ManiF-SMC as its released script runs it (wwq5-code/ManiF @ 05c4e64,
+  On_MNIST/26Mar25/MNIST_Normal_distribution.py): for each erased sample, the k retained
+  samples most cosine-similar in the *original* model's L2-normalised latent
+  (``create_unlearning_with_topk_loader``, lines 1559-1660); anchor c = the mean of their
+  normalised latents, computed once, without gradient; positive = the nearest one. For every
+  batch of 16 erased samples, the margin α = MSE(z_e, c) − MSE(z_p, c) is measured without
+  gradient on a surrogate, the current model lerped at t = 0.5 with a *fresh* initialisation
+  drawn for that batch (``connect_determined_alpha``, lines 1763-1775); the loss is
+  0.1 · max(0, MSE(z_p, c) − MSE(z_e, c) + α + CE(logits of the positive, the *erased*
+  sample's label)) (lines 1788-1812; MSE a mean over batch and dimensions, the model's latents
+  unnormalised there), Adam 5e-4, one epoch;
+- ``manif_smc_trained``: the surrogate of their rebuttal: a quadratic Bézier curve between the
+  original and the current model (ends frozen) whose control point (started at their midpoint)
+  takes one Adam step per batch on a retained batch at a random t ∈ (0, 1); α is read at t = 0.5.
+  The released script does not train a surrogate; this is our reading of the rebuttal;
+- ``manif_smc_positive_label``: the ablation of the one choice where our earlier version
+  differed: the cross-entropy term scores the positive with its *own* label.
 
-Metrics (``unlearning_metrics``): accuracy on the forget, retained and test sets and a
-loss-threshold membership-inference attack: the threshold that best separates retained
-(members) from test samples (non-members, balanced accuracy), then the fraction of erased
-samples it calls members, and the AUC of the erased samples' losses against the test samples'
-(0.5: erased samples look exactly like unseen ones, what an ideal retrained model gives).
+Metrics and attacks are in `unlearning_metrics`.
 
-``study`` runs every method on every seed of ``profile.unlearn`` and measures the loss barrier
-between each model and the retrained one (vanilla, weight matching, learned matching), with a
-second retrained model (another seed) as the reference. Both retrained models start from
-initialisations other than the original's: retrained from the original's own initialisation
-(97% the same data), a model stayed in the original's basin by lineage (smoke profile, one
-forget set: vanilla barrier 0.06 to the original, against 1.24 between retrained models of
-different initialisations), so every method starting from the original looked "in the retrained
-basin" for that reason alone.
-
-Data dispatch (``take``, ``batches``, ``features``, ``per_sample``) also covers GPT-2 token
-blocks, so a language-model study can follow; training from scratch (``fit``), the fresh
-initialisation of the surrogate and random labels are the ViT's for now.
+Data dispatch (``take``, ``batches``, ``features``) also covers GPT-2 token
+blocks; training from scratch (``fit``), fresh initialisations and random labels are the ViT's.
 """
 
 from __future__ import annotations
@@ -49,8 +39,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +50,10 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
+from torch.func import functional_call
 from transformers import GPT2LMHeadModel
 
 from lmc_core import distributed
-from lmc_core.interpolation import interpolate
 from lmc_core.metrics import autocast_context, evaluate, model_logits
 from lmc_core.progress import progress_bar
 from lmc_core.schedules import make_scheduler
@@ -79,23 +70,22 @@ from .train import (
     param_groups,
 )
 
-METHODS = ("retrain", "finetune", "gradient_ascent", "random_labels", "manif_smc", "manif_smc_trained")
+BASELINES = ("finetune", "gradient_ascent", "random_labels")  # their rate and length are tuned
+METHODS = ("retrain", *BASELINES, "manif_smc", "manif_smc_trained", "manif_smc_positive_label")
 # The chapter's rows: the trained model before unlearning (trivial baseline), every method, and a
 # second retrained model from another seed (the reference for the barrier to the retrained one).
 MODELS = ("original", *METHODS, "retrain_other")
 LABELS = {
     "original": "original (nothing forgotten)", "retrain": "retrain (gold standard)",
-    "finetune": "fine-tune on retained", "gradient_ascent": "gradient ascent",
-    "random_labels": "random labels", "manif_smc": "ManiF-SMC", "manif_smc_trained": "ManiF-SMC, trained surrogate",
+    "finetune": "fine-tune on retained", "gradient_ascent": "gradient ascent", "random_labels": "random labels",
+    "manif_smc": "ManiF-SMC (as released)", "manif_smc_trained": "ManiF-SMC, trained surrogate",
+    "manif_smc_positive_label": "ManiF-SMC, positive's own label (ablation)",
     "retrain_other": "retrain, other seed (reference)",
 }
-ALIGNMENTS = ("vanilla", "weight_matching", "learned_matching")
-METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_auc", "mia_forget_rate", "wall_s")
-UNLEARN_VERSION = 1  # bump when a change here changes the weights a method produces (cache key)
+UNLEARN_VERSION = 2  # bump when a change here changes the weights a method produces (cache key)
 RETRAIN_SEED = 1000  # seed s's retrained model has model seed s + RETRAIN_SEED (an init of its own)
 OTHER_SEED = 2000  # and its reference, the second retrained model, seed s + OTHER_SEED
-DAMAGED_NATS = 0.5  # verdicts: test loss this far above the retrained model's makes a barrier moot
-SURROGATE_SEED = 10_000  # the fresh initialisation of seed s's surrogate: seed s + SURROGATE_SEED
+SURROGATE_SEED = 10_000  # batch b of seed s draws its fresh initialisation from seed SURROGATE_SEED·(s+1) + b
 
 
 # -- forget sets ------------------------------------------------------------------------------------
@@ -118,12 +108,24 @@ class ForgetSplit:
     forget_index: Tensor
     retain_index: Tensor
     seed: int
+    source: Tensor | None = None  # the split's source rows (an ImageDataset's), part of the cache key
 
     def fingerprint(self) -> str:
-        """sha256 of the split's size and forget rows: the cache key of what is trained on it."""
+        """sha256 of the split's size, forget rows and source rows: the cache key of what is
+        trained on it (two subsets of a data set with the same forget rows differ)."""
         size = len(self.forget_index) + len(self.retain_index)
-        rows = self.forget_index.numpy().astype("<i8").tobytes()
-        return hashlib.sha256(f"{size}:".encode() + rows).hexdigest()
+        digest = hashlib.sha256(f"{size}:".encode() + self.forget_index.numpy().astype("<i8").tobytes())
+        if self.source is not None:
+            digest.update(self.source.numpy().astype("<i8").tobytes())
+        return digest.hexdigest()
+
+
+def _split(dataset: Any, forget: Tensor, seed: int) -> ForgetSplit:
+    keep = torch.ones(len(dataset), dtype=torch.bool)
+    keep[forget] = False
+    retain = keep.nonzero().squeeze(1)
+    source = dataset.source_index if isinstance(dataset, ImageDataset) else None
+    return ForgetSplit(take(dataset, forget), take(dataset, retain), forget, retain, seed, source)
 
 
 def forget_set(dataset: Any, n: int, seed: int) -> ForgetSplit:
@@ -133,8 +135,20 @@ def forget_set(dataset: Any, n: int, seed: int) -> ForgetSplit:
         raise ValueError(f"forget set size n = {n} must be between 1 and {size - 1}: the training split "
                          f"has {size} samples and the retained set cannot be empty")
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
-    forget, retain = order[:n].sort().values, order[n:].sort().values
-    return ForgetSplit(take(dataset, forget), take(dataset, retain), forget, retain, seed)
+    return _split(dataset, order[:n].sort().values, seed)
+
+
+def forget_class(dataset: ImageDataset, cls: int, seed: int = 0) -> ForgetSplit:
+    """Every image of class ``cls`` to forget, the other classes retained (``seed`` names the
+    split's models; the rows do not depend on it)."""
+    if not isinstance(dataset, ImageDataset):
+        raise TypeError("class forgetting needs labelled images (an ImageDataset)")
+    if not 0 <= cls < dataset.num_classes:
+        raise ValueError(f"forget class {cls} is not a class of {dataset.name} (0..{dataset.num_classes - 1})")
+    rows = (dataset.labels == cls).nonzero().squeeze(1)
+    if not 0 < len(rows) < len(dataset):
+        raise ValueError(f"class {cls} has {len(rows)} of {len(dataset)} images: nothing to forget or nothing left")
+    return _split(dataset, rows, seed)
 
 
 # -- data and representations -----------------------------------------------------------------------
@@ -198,38 +212,140 @@ def neighbours(z_forget: Tensor, z_retain: Tensor, k: int) -> Tensor:
     return similarity.topk(k, dim=-1).indices
 
 
-def anchor_positive(z_neighbours: Tensor) -> tuple[Tensor, Tensor]:
-    """Anchor (the mean of each sample's k neighbours) and positive (the nearest, column 0) of
-    representations shaped (n, k, d)."""
-    return z_neighbours.mean(dim=1), z_neighbours[:, 0]
+# -- ManiF-SMC --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ManifTargets:
+    """Per erased sample, fixed before unlearning starts: the anchor c (mean of the original
+    model's L2-normalised latents of its k nearest retained samples) and its positive (the
+    nearest one's row in the retained set)."""
+
+    anchors: Tensor  # (n_forget, d) float32
+    positives: Tensor  # (n_forget,) int64
 
 
-def _mse(a: Tensor, b: Tensor) -> Tensor:
-    return (a - b).square().mean(dim=-1)
+@torch.no_grad()
+def manif_targets(original: nn.Module, forget: Any, retain: Any, k: int, batch_size: int,
+                  device: torch.device) -> ManifTargets:
+    """Anchors and positives from the original model, as ``create_unlearning_with_topk_loader``
+    (lines 1559-1660) builds them once, before the first step."""
+    z_forget = F.normalize(embed(original, forget, batch_size, device), dim=-1)
+    z_retain = F.normalize(embed(original, retain, batch_size, device), dim=-1)
+    nb = neighbours(z_forget, z_retain, k)
+    return ManifTargets(z_retain[nb].mean(dim=1), nb[:, 0])
 
 
-def smc_margins(z_erased: Tensor, z_neighbours: Tensor) -> Tensor:
-    """α = MSE(z_e, c) − MSE(z_p, c) per erased sample (representations from the surrogate)."""
-    anchor, positive = anchor_positive(z_neighbours)
-    return _mse(z_erased, anchor) - _mse(positive, anchor)
+def smc_margin(z_erased: Tensor, z_positive: Tensor, anchors: Tensor) -> Tensor:
+    """α = MSE(z_e, c) − MSE(z_p, c), each MSE a mean over the batch and the dimensions, from
+    the surrogate's latents (``connect_determined_alpha``, lines 1763-1775)."""
+    return F.mse_loss(z_erased, anchors) - F.mse_loss(z_positive, anchors)
 
 
-def manif_loss(z_erased: Tensor, z_neighbours: Tensor, logits_positive: Tensor, targets_positive: Tensor | None,
-               inputs_positive: Tensor, margins: Tensor, scale: float) -> Tensor:
-    """scale · max(0, MSE(z_p, c) − MSE(z_e, c) + α + CE(positives)), every term a batch mean
-    (``margins``: α per erased sample)."""
-    anchor, positive = anchor_positive(z_neighbours)
-    inside = (_mse(positive, anchor) - _mse(z_erased, anchor) + margins).mean()
-    return scale * F.relu(inside + _train_loss(logits_positive, inputs_positive, targets_positive, 0.0))
+def manif_loss(z_erased: Tensor, z_positive: Tensor, anchors: Tensor, logits_positive: Tensor, labels: Tensor,
+               margin: Tensor | float, scale: float) -> Tensor:
+    """scale · max(0, MSE(z_p, c) − MSE(z_e, c) + α + CE(logits_p, labels)) (lines 1788-1812:
+    the sum is scaled, then clamped at 0). While the hinge is open α is a constant of the loss
+    and leaves its gradient alone; it acts by closing the hinge."""
+    inside = (F.mse_loss(z_positive, anchors) - F.mse_loss(z_erased, anchors) + margin
+              + F.cross_entropy(logits_positive, labels))
+    return (scale * inside).clamp(min=0)
+
+
+def fresh_init(profile: Profile, data: Any, seed: int) -> nn.Module:
+    """A freshly initialised ViT of the profile's architecture (seeded; the global RNG is left
+    as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model("vit", profile, **build_args(data))
+
+
+@torch.no_grad()
+def _load(target: nn.Module, tensors: Iterable[Tensor]) -> None:
+    for p, value in zip(target.parameters(), tensors, strict=True):
+        p.copy_(value)
+
+
+class BezierSurrogate:
+    """The trained surrogate of ManiF-SMC's rebuttal: θ(t) = (1−t)² θ_original + 2t(1−t) θ_c +
+    t² θ_current, ends frozen, the control point θ_c (started at the ends' midpoint) trained by
+    Adam on the cross-entropy of retained batches at random t."""
+
+    def __init__(self, original: nn.Module, current: nn.Module, lr: float):
+        self.shape = copy.deepcopy(original).eval()
+        self.names = [name for name, _ in original.named_parameters()]
+        self.start = [p.detach().clone() for p in original.parameters()]
+        self.control = [nn.Parameter((a + b.detach()) / 2) for a, b in zip(self.start, current.parameters(), strict=True)]
+        self.optimizer = torch.optim.Adam(self.control, lr=lr)
+
+    def point(self, t: float, current: nn.Module) -> list[Tensor]:
+        return [(1 - t) ** 2 * a + 2 * t * (1 - t) * c + t ** 2 * b.detach()
+                for a, c, b in zip(self.start, self.control, current.parameters(), strict=True)]
+
+    def step(self, current: nn.Module, x: Tensor, y: Tensor, t: float) -> float:
+        """One Adam step of the control point on a batch at curve position ``t``."""
+        logits = functional_call(self.shape, dict(zip(self.names, self.point(t, current), strict=True)), (x,))
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+
+def _manif_smc(model: nn.Module, original: nn.Module, forget: Any, retain: Any, profile: Profile, seed: int,
+               device: torch.device, method: str) -> dict[str, Any]:
+    """One epoch of ManiF-SMC over the erased samples (``unlearning_with_topk``, lines 1778-1820);
+    ``model`` (a copy of ``original``) is changed in place."""
+    u = profile.unlearn
+    targets = manif_targets(original, forget, retain, u.k, profile.eval.batch_size, device)
+    label_of = "positive" if method == "manif_smc_positive_label" else u.ce_label
+    surrogate = copy.deepcopy(model).eval()
+    order = torch.randperm(len(forget), generator=torch.Generator().manual_seed(seed)).split(u.batch_size)
+    bezier = BezierSurrogate(original, model, u.lr) if method == "manif_smc_trained" else None
+    retained = _stream(retain, u.batch_size, device, seed, len(order))
+    curve_t = torch.rand(len(order), generator=torch.Generator().manual_seed(seed)).tolist()
+    optimizer = torch.optim.Adam(model.parameters(), lr=u.lr)
+    margins, losses = [], []
+    model.train()
+    for b, rows in enumerate(order):
+        xe, ye = _all(take(forget, rows), device)
+        xp, yp = _all(take(retain, targets.positives[rows]), device)
+        anchors = targets.anchors[rows].to(device)
+        if bezier is None:  # a fresh initialisation for every batch, as connect_determined_alpha draws it
+            fresh = fresh_init(profile, retain, SURROGATE_SEED * (seed + 1) + b).to(device)
+            _load(surrogate, (torch.lerp(p.detach(), f, u.surrogate_t)
+                              for p, f in zip(model.parameters(), fresh.parameters(), strict=True)))
+        else:
+            bezier.step(model, *next(retained), curve_t[b])
+            with torch.no_grad():
+                _load(surrogate, bezier.point(u.surrogate_t, model))
+        with torch.no_grad():
+            margin = smc_margin(features(surrogate, xe)[0].float(), features(surrogate, xp)[0].float(), anchors)
+        with autocast_context(device):
+            z_e = features(model, xe)[0]
+            z_p, logits_p = features(model, xp)
+        loss = manif_loss(z_e.float(), z_p.float(), anchors, logits_p.float(), ye if label_of == "erased" else yp,
+                          margin, u.loss_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        margins.append(margin.item())
+        losses.append(loss.item())
+    model.eval()
+    return {"margin_mean": float(np.mean(margins)), "hinge_open": float(np.mean([v > 0 for v in losses])),
+            "loss_mean": float(np.mean(losses)), "ce_label": label_of}
 
 
 # -- the methods ------------------------------------------------------------------------------------
 
-def fit(profile: Profile, train: ImageDataset, seed: int, device: torch.device, progress: bool = False) -> nn.Module:
+def fit(profile: Profile, train: ImageDataset, seed: int, device: torch.device, progress: bool = False, *,
+        keep: str = "best") -> nn.Module:
     """A ViT trained from scratch on ``train`` with the profile's recipe: ``train_model``'s
     optimiser, schedule, seeds, epoch loop and choice of epoch (the lowest loss on the held-out
     validation images), with another training set (on the profile's own split it gives
-    ``train_model``'s weights bit for bit on CPU)."""
+    ``train_model``'s weights bit for bit on CPU). ``keep="last"`` keeps the last epoch instead
+    and skips the per-epoch validation: a model meant to memorise its training set."""
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep = {keep!r}; valid: best (lowest validation loss), last")
     if not isinstance(train, ImageDataset):
         raise TypeError("fit trains a ViT on an ImageDataset; language-model retraining is not built yet")
     r = profile.vit
@@ -259,10 +375,13 @@ def fit(profile: Profile, train: ImageDataset, seed: int, device: torch.device, 
                           unit="step", mininterval=2.0) as bar:
             for epoch in range(task.epochs):
                 _train_epoch(fwd, task, epoch, optimizer, scheduler, device, bar, progress)
+                if keep == "last":
+                    continue
                 val_loss = evaluate(model, task.val_batches)["loss"]  # as train_model: keep the best epoch
                 if val_loss < best_loss:
                     best_loss, best_state = val_loss, _clone_state(model)
-        model.load_state_dict(best_state)
+        if best_state is not None:
+            model.load_state_dict(best_state)
     return model.eval()
 
 
@@ -299,179 +418,53 @@ def build_args(data: Any) -> dict[str, int]:
     return {"num_classes": data.num_classes, "in_chans": data.in_chans, "img_size": data.img_size}
 
 
-def smc_surrogate(model: nn.Module, profile: Profile, data: Any, seed: int, t: float) -> nn.Module:
-    """Self mode connectivity: the model's weights lerped a fraction ``t`` of the way to a fresh
-    initialisation (seeded) of the same architecture."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = build_model("vit", profile, **build_args(data))
-    device = next(model.parameters()).device
-    return interpolate(fresh.to(device), model, t).eval()  # t θ_fresh + (1 − t) θ_model
-
-
-def _manif_smc(model: nn.Module, forget: Any, retain: Any, profile: Profile, seed: int, device: torch.device,
-               trained_surrogate: bool) -> dict[str, Any]:
-    u, bs = profile.unlearn, profile.eval.batch_size
-    nb = neighbours(embed(model, forget, bs, device), embed(model, retain, bs, device), u.k)
-    surrogate = smc_surrogate(model, profile, retain, SURROGATE_SEED + seed, u.surrogate_t)
-    if trained_surrogate:
-        _adam(surrogate, _stream(retain, u.batch_size, device, seed, u.surrogate_steps), _cross_entropy, u.lr)
-    z_neighbours = embed(surrogate, take(retain, nb.reshape(-1)), bs, device).view(*nb.shape, -1)
-    margins = smc_margins(embed(surrogate, forget, bs, device), z_neighbours)
-
-    order = torch.randperm(len(forget), generator=torch.Generator().manual_seed(seed))
-    chunks = order.split(u.batch_size)
-    k, open_steps = u.k, []
-
-    def stream():
-        for rows in chunks:
-            xe, _ = _all(take(forget, rows), device)
-            xn, yn = _all(take(retain, nb[rows].reshape(-1)), device)
-            yield torch.cat([xe, xn]), (rows, yn)
-
-    def loss_fn(m: nn.Module, x: Tensor, extra: tuple[Tensor, Tensor | None]) -> Tensor:
-        rows, yn = extra
-        b = len(rows)
-        pooled, logits = features(m, x)
-        z = pooled.float()
-        positive = slice(0, None, k)  # the nearest neighbour of each erased sample
-        loss = manif_loss(z[:b], z[b:].view(b, k, -1), logits[b:][positive], None if yn is None else yn[positive],
-                          x[b:][positive], margins[rows].to(z.device), u.loss_scale)
-        open_steps.append(bool(loss > 0))
-        return loss
-
-    mean_loss = _adam(model, stream(), loss_fn, u.lr)
-    return {"margin_mean": float(margins.mean()), "margin_positive": float((margins > 0).double().mean()),
-            "hinge_open": sum(open_steps) / len(open_steps), "loss_mean": mean_loss}
+def default_length(method: str, profile: Profile) -> int:
+    """A baseline's length when the caller gives none: one epoch over the forget set (gradient
+    ascent, random labels), or the shortest tuned number of fine-tuning steps."""
+    return profile.unlearn.tune_finetune_steps[0] if method == "finetune" else 1
 
 
 def unlearn(model: nn.Module | None, method: str, forget: Any, retain: Any, profile: Profile, *, seed: int = 0,
-            device: torch.device | str | None = None, progress: bool = False) -> nn.Module:
+            device: torch.device | str | None = None, progress: bool = False, lr: float | None = None,
+            length: int | None = None) -> nn.Module:
     """A new model that has forgotten ``forget`` by ``method`` (one of METHODS); ``model`` (the
-    trained original, left untouched) is not used by ``retrain``. Settings: ``profile.unlearn``
-    (and ``profile.vit`` for ``retrain``); ``seed`` fixes every random choice. The result is in
-    eval mode with ``lmc_meta`` = {method, seed, wall_s, ...}."""
+    trained original, left untouched) is not used by ``retrain``. ``retrain`` is ``fit`` on the
+    retained data (its last epoch, as the study's originals); ManiF-SMC takes its settings from
+    ``profile.unlearn``; a baseline takes ``lr`` (default ``unlearn.lr``) and ``length`` (steps
+    for fine-tuning, epochs over the forget set otherwise; default ``default_length``), at batch
+    ``unlearn.batch_size``. ``seed`` fixes every random choice. The result is in eval mode with
+    ``lmc_meta`` = {method, seed, wall_s, ...}."""
     if method not in METHODS:
         raise ValueError(f"unknown unlearning method {method!r}; valid methods: {', '.join(METHODS)}")
     if method != "retrain" and model is None:
         raise ValueError(f"{method} starts from the trained model: pass it as model")
+    if method not in BASELINES and (lr is not None or length is not None):
+        raise ValueError(f"lr and length are a baseline's ({', '.join(BASELINES)}); {method} takes its own")
     device = torch.device(device) if device is not None else resolve_device(profile)
     u = profile.unlearn
+    lr = u.lr if lr is None else lr
+    length = default_length(method, profile) if length is None else length
     start = time.perf_counter()
     extra: dict[str, Any] = {}
     if method == "retrain":
-        out = fit(profile, retain, seed, device, progress)
+        out = fit(profile, retain, seed, device, progress, keep="last")
     else:
         out = copy.deepcopy(model).to(device)
+        if method in BASELINES:
+            extra = {"lr": lr, "length": length}
         if method == "finetune":
-            extra["loss_mean"] = _adam(out, _stream(retain, u.batch_size, device, seed, u.finetune_steps),
-                                       _cross_entropy, u.lr)
+            extra["loss_mean"] = _adam(out, _stream(retain, u.batch_size, device, seed, length), _cross_entropy, lr)
         elif method == "gradient_ascent":
-            one_epoch = batches(forget, u.batch_size, device, shuffle=True, seed=seed)
-            extra["loss_mean"] = _adam(out, one_epoch, lambda m, x, y: -_cross_entropy(m, x, y), u.lr)
+            epochs = _stream(forget, u.batch_size, device, seed, length * math.ceil(len(forget) / u.batch_size))
+            extra["loss_mean"] = _adam(out, epochs, lambda m, x, y: -_cross_entropy(m, x, y), lr)
         elif method == "random_labels":
-            relabelled = batches(_wrong_labels(forget, seed), u.batch_size, device, shuffle=True, seed=seed)
-            extra["loss_mean"] = _adam(out, relabelled, _cross_entropy, u.lr)
+            relabelled = _wrong_labels(forget, seed)
+            epochs = _stream(relabelled, u.batch_size, device, seed, length * math.ceil(len(forget) / u.batch_size))
+            extra["loss_mean"] = _adam(out, epochs, _cross_entropy, lr)
         else:
-            extra = _manif_smc(out, forget, retain, profile, seed, device,
-                               trained_surrogate=method == "manif_smc_trained")
+            extra = _manif_smc(out, model.to(device), forget, retain, profile, seed, device, method)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     out.eval()
     out.lmc_meta = {"method": method, "seed": seed, "wall_s": time.perf_counter() - start, **extra}
     return out
-
-
-# -- metrics ----------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def per_sample(model: nn.Module, data: Any, batch_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(cross-entropy, correct) of every item, float64 on CPU; a token block's are the means over
-    its predicted tokens."""
-    was_training = model.training
-    model.eval()
-    losses, correct = [], []
-    for x, y in batches(data, batch_size, device):
-        with autocast_context(x.device):
-            logits = model_logits(model, x).float()
-        if y is None:  # next-token prediction: one row of targets per block
-            logits, y = logits[:, :-1], x[:, 1:]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-        loss = loss.view(y.shape[0], -1).mean(1)
-        hit = (logits.argmax(-1) == y).double().view(y.shape[0], -1).mean(1)
-        losses.append(loss.double().cpu())
-        correct.append(hit.cpu())
-    model.train(was_training)
-    return torch.cat(losses), torch.cat(correct)
-
-
-def auc(member_losses: Sequence[float] | Tensor, other_losses: Sequence[float] | Tensor) -> float:
-    """P(a member's loss < another's), ties counting one half: the AUC of the attack score −loss."""
-    pos = np.asarray(member_losses, dtype=np.float64)
-    neg = np.sort(np.asarray(other_losses, dtype=np.float64))
-    if not len(pos) or not len(neg):
-        raise ValueError("auc needs at least one loss on each side")
-    below = np.searchsorted(neg, pos, side="left")
-    above = len(neg) - np.searchsorted(neg, pos, side="right")
-    return float((above + 0.5 * (len(neg) - above - below)).sum() / (len(pos) * len(neg)))
-
-
-@dataclass(frozen=True)
-class LossThresholdAttack:
-    """Membership inference: a sample is called a member when its loss is <= ``threshold``."""
-
-    threshold: float
-    calibration_accuracy: float  # balanced accuracy on the calibration members and non-members
-
-    @classmethod
-    def fit(cls, member_losses: Sequence[float] | Tensor, other_losses: Sequence[float] | Tensor
-            ) -> LossThresholdAttack:
-        """The threshold with the best balanced accuracy (the lowest among ties; −inf when no
-        threshold beats calling nobody a member)."""
-        mem = np.sort(np.asarray(member_losses, dtype=np.float64))
-        non = np.sort(np.asarray(other_losses, dtype=np.float64))
-        if not len(mem) or not len(non):
-            raise ValueError("the attack needs member and non-member losses to calibrate on")
-        candidates = np.unique(np.concatenate([mem, non]))
-        tpr = np.searchsorted(mem, candidates, side="right") / len(mem)
-        tnr = 1.0 - np.searchsorted(non, candidates, side="right") / len(non)
-        balanced = (tpr + tnr) / 2
-        best = int(np.argmax(balanced))
-        if balanced[best] <= 0.5:
-            return cls(float("-inf"), 0.5)
-        return cls(float(candidates[best]), float(balanced[best]))
-
-    def member_rate(self, losses: Sequence[float] | Tensor) -> float:
-        """Fraction of ``losses`` called members."""
-        return float((np.asarray(losses, dtype=np.float64) <= self.threshold).mean())
-
-
-MIA_SPLIT_SEED = 0  # which half of the retained and test samples calibrates the attack
-
-
-def calibration_split(n: int) -> tuple[Tensor, Tensor]:
-    """(calibration, scoring) indices of ``n`` samples: a seeded half each. The attack's threshold
-    is fit on one half and its rates are read on the other, never on the samples it was fit to."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(MIA_SPLIT_SEED))
-    return order[: n // 2], order[n // 2:]
-
-
-def unlearning_metrics(model: nn.Module, forget: Any, retain: Any, test: Any, *, batch_size: int = 256,
-                       device: torch.device | str | None = None) -> dict[str, float]:
-    """Accuracy on the forget, retained and test sets, and a loss-threshold membership attack:
-    calibrated on half of the retained (members) and half of the test samples (non-members,
-    `calibration_split`), then read on samples it was not fit to: its member rate on the erased
-    samples, on the other half of the test samples (its false positive rate) and its balanced
-    accuracy on the other halves; with the AUC of erased vs test losses (ideal retraining: 0.5)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    (lf, cf), (lr, cr), (lt, ct) = (per_sample(model, d, batch_size, device) for d in (forget, retain, test))
-    (fit_r, held_r), (fit_t, held_t) = calibration_split(len(lr)), calibration_split(len(lt))
-    attack = LossThresholdAttack.fit(lr[fit_r], lt[fit_t])
-    test_rate = attack.member_rate(lt[held_t])
-    return {
-        "forget_acc": float(cf.mean()), "retain_acc": float(cr.mean()), "test_acc": float(ct.mean()),
-        "forget_loss": float(lf.mean()), "retain_loss": float(lr.mean()), "test_loss": float(lt.mean()),
-        "mia_auc": auc(lf, lt), "mia_forget_rate": attack.member_rate(lf), "mia_test_rate": test_rate,
-        "mia_calibration_acc": attack.calibration_accuracy,
-        "mia_heldout_acc": (attack.member_rate(lr[held_r]) + 1.0 - test_rate) / 2,
-    }

@@ -84,8 +84,9 @@ def _train_bench_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def tuning_heading(name: str, record: Mapping[str, Any]) -> str:
     """One line over a tuning record's table: which tool, profile, machine and commit, what it chose."""
-    tool = "scripts/tune_recipe.py, the training recipe" if record.get("tool") == "tune_recipe" else \
-        "scripts/tune.py, the alignment settings"
+    tool = {"tune_recipe": "scripts/tune_recipe.py, the training recipe",
+            "unlearn": "chapter 10's unlearning baselines, copied by scripts/unlearn_tuning.py"}.get(
+        record.get("tool"), "scripts/tune.py, the alignment settings")
     chosen = ", ".join(f"`{k}` = {v}" for k, v in record.get("chosen", {}).items())
     return (f"**`tuning/{name}.json`** ({tool}): profile `{record['profile']}`, {record['device']} "
             f"({record['threads']} threads), torch {record['torch']}, commit `{record.get('commit', '?')}`; "
@@ -97,6 +98,8 @@ def tuning_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     kind, what was measured on validation and what it decided."""
     if record.get("tool") == "tune_recipe":
         return _recipe_rows(record)
+    if record.get("tool") == "unlearn":
+        return _unlearn_rows(record)
     chosen = record.get("chosen", {})
     rows = []
     for kind, entry in record["kinds"].items():
@@ -139,6 +142,22 @@ def _recipe_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             rows.append({"model": name, "recipe or change": change,
                          "validation loss (per seed)": losses(result),
                          "difference": f"{result['difference']:+.3f}", "decides": verdict})
+    return rows
+
+
+def _unlearn_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Chapter 10's baselines: every (lr, length) tried on seed 0 and the one kept, per setting."""
+    rows = []
+    for setting, entry in record["settings"].items():
+        for method, tried in entry["methods"].items():
+            unit = tried["length_unit"]
+            measured = "; ".join(f"lr {c['lr']:g}, {c['length']} {unit}: forget {100 * c['forget_acc']:.1f}%, "
+                                 f"retained {100 * c['retain_acc']:.1f}%" for c in tried["candidates"])
+            chosen = f"lr {tried['chosen']['lr']:g}, {tried['chosen']['length']} {unit}"
+            rows.append({"model": f"{setting}: {method.replace('_', ' ')}", "measured on validation": measured,
+                         "decides": f"retained ≥ {100 * entry['retain_floor']:.1f}%, forget accuracy nearest "
+                                    f"{100 * entry['target']:.1f}% ({entry['target_from']})",
+                         "result": chosen if tried["any_eligible"] else f"none eligible: {chosen} (best retained)"})
     return rows
 
 

@@ -325,6 +325,7 @@ def positive_control(metric_rows: Sequence[Mapping[str, Any]], setting: str) -> 
     aucs = list(_by_seed(metric_rows, "original", "mia_auc", setting=setting).values())
     heldout = list(_by_seed(metric_rows, "original", "mia_heldout_auc", setting=setting).values())
     latent = list(_by_seed(metric_rows, "original", "latent_auc", setting=setting).values())
+    latent_heldout = list(_by_seed(metric_rows, "original", "latent_own_heldout_auc", setting=setting).values())
     criteria = []
     if gap["mean_diff"] >= SEPARATION_POINTS and gap["n_lower"] == 0:
         criteria.append(f"forget accuracy {100 * gap['mean_diff']:.1f} points above retraining's "
@@ -339,7 +340,17 @@ def positive_control(metric_rows: Sequence[Mapping[str, Any]], setting: str) -> 
             "gap_text": interval_text(gap), "auc": _format("mia_auc", *mean_se(aucs)),
             "heldout_auc": _format("mia_heldout_auc", *mean_se(heldout)),
             "latent_auc": _format("latent_auc", *mean_se(latent)),
+            "latent_heldout_auc": _format("latent_auc", *mean_se(latent_heldout)),
+            "latent_sees_membership": _sees(metric_rows, setting, "latent_own_heldout_auc"),
+            "loss_sees_membership": _sees(metric_rows, setting, "mia_heldout_auc"),
             "separates": "; ".join(criteria) or None}
+
+
+def _sees(metric_rows: Sequence[Mapping[str, Any]], setting: str, metric: str) -> bool:
+    """Whether an attack tells the original's held-out members from non-members: its AUC's 95%
+    interval lies above 0.5 on every seed."""
+    rows = _select(metric_rows, method="original", setting=setting)
+    return bool(rows) and all(r[f"{metric}_lo"] > 0.5 for r in rows)
 
 
 def interval_text(d: Mapping[str, Any]) -> str:
@@ -448,7 +459,8 @@ def verdicts(metric_rows: Sequence[Mapping[str, Any]], barrier_rows: Sequence[Ma
         out.append(f"**Damaged** (test accuracy below the retrained model's by more than the retrained models' "
                    f"spread, {100 * spread:.1f} points): " + "; ".join(
                        f"{LABELS[m]} ({interval_text(d)} points)" for m, d in hurt.items())
-                   + ". Their barriers below are against a damaged end and say nothing about the retrained basin.")
+                   + ". Read their barriers with that in mind: a barrier is measured against its ends, so a "
+                   "model that lost accuracy can show a low barrier without having reached the retrained basin.")
     else:
         out.append(f"No method lowered test accuracy below the retrained model's by more than the retrained "
                    f"models' spread ({100 * spread:.1f} points).")
@@ -463,10 +475,20 @@ def verdicts(metric_rows: Sequence[Mapping[str, Any]], barrier_rows: Sequence[Ma
         out.append(f"**{alignment.replace('_', ' ')}** (reference: two retrained models, {ref:.3f} nats; "
                    f"equivalence margin ±{EQUIVALENCE_NATS}): barrier to the retrained model vs the reference — "
                    + "; ".join(parts) + ".")
-    close = [LABELS[d["method"]] for d in metric_comparisons(metric_rows, setting, "mia_auc", 0.05)
-             if d["verdict"] == "no difference"]
-    out.append("Loss-attack AUC on the forget set within ±0.05 of the retrained model's (95% interval): "
-               + (", ".join(close) if close else "no method") + ".")
+    attacks = {"loss": control["loss_sees_membership"], "latent": control["latent_sees_membership"]}
+    blind = [name for name, sees in attacks.items() if not sees]
+    if blind:
+        out.append("Attack positive control: on the original's held-out members vs non-members, the "
+                   + " and the ".join({"loss": "loss-threshold attack", "latent": "authors' latent attack"}[b]
+                                      for b in blind)
+                   + (" is" if len(blind) == 1 else " are") + " not above chance on every seed (AUC interval "
+                   "reaching 0.5): " + ("its" if len(blind) == 1 else "their") + " AUCs on the forget set rank "
+                   "nothing here.")
+    if attacks["loss"]:
+        close = [LABELS[d["method"]] for d in metric_comparisons(metric_rows, setting, "mia_auc", 0.05)
+                 if d["verdict"] == "no difference"]
+        out.append("Loss-attack AUC on the forget set within ±0.05 of the retrained model's (95% interval): "
+                   + (", ".join(close) if close else "no method") + ".")
     return out + [manif_sentence(metric_rows, setting)]
 
 
@@ -486,7 +508,9 @@ def manif_sentence(metric_rows: Sequence[Mapping[str, Any]], setting: str) -> st
             f"constant of the loss, so the trained and the untrained surrogate {surrogate}. Scoring the positive "
             f"with the erased sample's label (theirs) rather than its own changed forget accuracy by "
             f"{interval_text(label['forget_acc'])} points and test accuracy by {interval_text(label['test_acc'])} "
-            "points (95% intervals).")
+            "points (95% intervals)." + (" When a whole class is erased, every positive belongs to another class, so "
+                                         "that term trains the model to give retained images the erased label."
+                                         if setting == "class" else ""))
 
 
 ABLATIONS = (("manif_smc_positive_label", "manif_smc"), ("manif_smc_trained", "manif_smc"))

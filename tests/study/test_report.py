@@ -414,6 +414,40 @@ def test_tuning_rows_say_what_was_measured_and_chosen():
     assert "0.001: 0.600, 0.1: 0.200" in rows[2]["measured on validation"]
 
 
+def test_unlearning_tuning_record_becomes_rows_that_say_what_was_kept():
+    from lmc_study.tables import tuning_heading, tuning_rows
+
+    candidates = [{"lr": 1e-4, "length": 1, "forget_acc": 0.9, "retain_acc": 0.99, "eligible": True},
+                  {"lr": 1e-3, "length": 1, "forget_acc": 0.1, "retain_acc": 0.2, "eligible": False}]
+    record = {"tool": "unlearn", "profile": "cpu", "device": "cpu", "threads": 2, "torch": "2", "commit": "abc",
+              "chosen": {"random.gradient_ascent": "lr 0.0001, 1 epochs"}, "settings": {"random": {
+                  "target": 0.8, "target_from": "original's validation accuracy", "retain_floor": 0.95, "methods": {
+                      "gradient_ascent": {"chosen": {"lr": 1e-4, "length": 1}, "any_eligible": True,
+                                          "candidates": candidates, "length_unit": "epochs"},
+                      "random_labels": {"chosen": {"lr": 1e-3, "length": 1}, "any_eligible": False,
+                                        "candidates": candidates[1:], "length_unit": "epochs"}}}}}
+    assert "chapter 10's unlearning baselines" in tuning_heading("unlearn-cpu", record)
+    rows = tuning_rows(record)
+    assert [r["result"] for r in rows] == ["lr 0.0001, 1 epochs", "none eligible: lr 0.001, 1 epochs (best retained)"]
+    assert "lr 0.0001, 1 epochs: forget 90.0%, retained 99.0%" in rows[0]["measured on validation"]
+    assert rows[0]["decides"] == "retained ≥ 95.0%, forget accuracy nearest 80.0% (original's validation accuracy)"
+
+
+def test_unlearn_tuning_script_copies_the_chapters_record(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("unlearn_tuning", ROOT / "scripts" / "unlearn_tuning.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tuning = {"random": {"methods": {"finetune": {"chosen": {"lr": 3e-4, "length": 300}, "length_unit": "steps"}}}}
+    results = {"profile": "cpu", "device": "cpu", "torch": "2", "commit": "abc", "environment": {"threads": 2},
+               "tuning": tuning}
+    record = script.tuning_record(results)
+    assert record["chosen"] == {"random.finetune": "lr 0.0003, 300 steps"} and record["settings"] == tuning
+    with pytest.raises(ValueError, match="no tuning record: run chapter 10 first"):
+        script.tuning_record({**results, "tuning": None})
+
+
 def test_benchmark_rows_for_every_bench_record() -> None:
     """Each bench script's --out record becomes one table: the barrier engine per model and path,
     learned matching per precision, the trainer against a plain loop (one profile or several)

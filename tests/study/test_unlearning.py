@@ -368,7 +368,8 @@ def _metric_rows(original_forget, retrain_forget, test_acc=None, auc=0.5):
             forget = o if m == "original" else r
             acc = (test_acc or {}).get(m, [0.85] * len(original_forget))[s]
             rows.append({"setting": "random", "method": m, "seed": s, "forget_acc": forget, "test_acc": acc,
-                         "mia_auc": auc, "mia_heldout_auc": 0.6, "latent_auc": 0.5})
+                         "mia_auc": auc, "mia_heldout_auc": 0.6, "mia_heldout_auc_lo": 0.55, "latent_auc": 0.5,
+                         "latent_own_heldout_auc": 0.5, "latent_own_heldout_auc_lo": 0.45})
     return rows
 
 
@@ -377,6 +378,7 @@ def test_positive_control_names_its_criterion_and_refuses_a_ranking_without_one(
     assert sep["separates"].startswith("forget accuracy 19.0 points above retraining's")
     by_auc = US.positive_control(_metric_rows([0.8, 0.8, 0.8], [0.8, 0.8, 0.8], auc=0.7), "random")
     assert by_auc["separates"] == "loss-attack AUC 0.700 ≥ 0.6"
+    assert sep["loss_sees_membership"] and not sep["latent_sees_membership"]  # interval above 0.5 or not
     flat = _metric_rows([0.8, 0.81, 0.8], [0.8, 0.8, 0.8])
     assert US.positive_control(flat, "random")["separates"] is None
     assert US.verdicts(flat, [], "random")[0].startswith("**No positive control.**")

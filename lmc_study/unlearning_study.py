@@ -290,6 +290,8 @@ def paired(rows: Sequence[Mapping[str, Any]], metric: str, method: str, referenc
 
 
 def _scale(metric: str) -> tuple[float, int]:
+    if metric == "wall_s":
+        return 1.0, 1
     return (100.0, 1) if metric in PERCENT else (1.0, 3)
 
 
@@ -326,12 +328,14 @@ def positive_control(metric_rows: Sequence[Mapping[str, Any]], setting: str) -> 
     heldout = list(_by_seed(metric_rows, "original", "mia_heldout_auc", setting=setting).values())
     latent = list(_by_seed(metric_rows, "original", "latent_auc", setting=setting).values())
     latent_heldout = list(_by_seed(metric_rows, "original", "latent_own_heldout_auc", setting=setting).values())
-    criteria = []
+    criteria, met = [], []
     if gap["mean_diff"] >= SEPARATION_POINTS and gap["n_lower"] == 0:
         criteria.append(f"forget accuracy {100 * gap['mean_diff']:.1f} points above retraining's "
                         f"(≥ {100 * SEPARATION_POINTS:.0f}; above on every seed)")
+        met.append(f"forget gap ≥ {100 * SEPARATION_POINTS:.0f} points")
     if mean_se(aucs)[0] >= SEPARATION_AUC:
         criteria.append(f"loss-attack AUC {mean_se(aucs)[0]:.3f} ≥ {SEPARATION_AUC}")
+        met.append(f"AUC ≥ {SEPARATION_AUC}")
     return {"setting": setting, "label": SETTINGS[setting], "gap": gap,
             "original_forget_acc": _format("forget_acc", *mean_se(list(_by_seed(
                 metric_rows, "original", "forget_acc", setting=setting).values()))),
@@ -343,7 +347,8 @@ def positive_control(metric_rows: Sequence[Mapping[str, Any]], setting: str) -> 
             "latent_heldout_auc": _format("latent_auc", *mean_se(latent_heldout)),
             "latent_sees_membership": _sees(metric_rows, setting, "latent_own_heldout_auc"),
             "loss_sees_membership": _sees(metric_rows, setting, "mia_heldout_auc"),
-            "separates": "; ".join(criteria) or None}
+            "separates": "; ".join(criteria) or None,
+            "verdict": ("yes: " + ", ".join(met)) if met else "no: no ranking drawn"}
 
 
 def _sees(metric_rows: Sequence[Mapping[str, Any]], setting: str, metric: str) -> bool:

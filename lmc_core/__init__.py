@@ -7,7 +7,7 @@ The canonical form is the meeting point: adapters turn a timm ViT or an HF GPT-2
     Permutation / SemiPermutation / Orthogonal / Invertible / Symmetry   (SPEC section 3)
     align(a, b, method, data) / align_many(models, method, data) / lift_width(narrow, target=wide.config)
     interpolate(a, b, lam) / barrier(a, b, data) / simplex_barrier(models, data)   (section 1)
-    fit_curve(a, b, data, kind="bezier"|"nurbs"|"polychain") / curve_barrier(curve, data)
+    fit_curve(a, b, data, kind="bezier"|"nurbs"|"polychain", space="canonical"|"weights") / curve_barrier(curve, data)
     export(aligned, like=original)              # back to a timm ViT / HF GPT-2
     CheckpointCache()                           # trained models stored by what decides them
 
@@ -37,14 +37,14 @@ _SOURCES = {
     "BarrierResult": "interpolation", "SimplexResult": "interpolation",
     "evaluate_ensemble": "engine",
     "Curve": "curves", "fit_curve": "curves", "curve_barrier": "curves",
-    "CheckpointCache": "cache",
+    "WeightCurve": "curves", "CheckpointCache": "cache",
 }
 
 __all__ = [  # what a user calls; the docstrings are the reference
     "Alignment", "BarrierResult", "CanonicalConfig", "CanonicalTransformer", "CheckpointCache",
     "Curve", "Invertible", "METHODS", "MultiAlignment", "NotRepresentableError", "Orthogonal",
     "PARAM_AXES", "Permutation", "SemiPermutation", "SimplexResult", "Symmetry", "UnitMap",
-    "UnsupportedModelError", "align", "align_many", "barrier", "canonical_forward", "canonicalize",
+    "UnsupportedModelError", "WeightCurve", "align", "align_many", "barrier", "canonical_forward", "canonicalize",
     "curve_barrier", "evaluate_ensemble", "export", "fit_curve", "interpolate", "lift_width",
     "register_adapter", "simplex_barrier",
 ]
@@ -74,7 +74,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from .alignment import METHODS, Alignment, MultiAlignment, align, align_many, lift_width
     from .cache import CheckpointCache
     from .canonical import PARAM_AXES, CanonicalConfig, CanonicalTransformer, canonical_forward
-    from .curves import Curve, curve_barrier, fit_curve
+    from .curves import Curve, WeightCurve, curve_barrier, fit_curve
     from .engine import evaluate_ensemble
     from .interpolation import BarrierResult, SimplexResult, barrier, interpolate, simplex_barrier
     from .symmetry import Invertible, Orthogonal, Permutation, SemiPermutation, Symmetry, UnitMap

@@ -1,6 +1,7 @@
 """Trained curves (lmc_core.curves): the basis against independent formulas (Bernstein, hat
 functions, scipy's B-splines), the curve against the line, exact ends, a planted bend
-recovered by `fit_curve`, and clear errors for bad input."""
+recovered by `fit_curve`, weight-space curves (Garipov's) against the raw line and the
+architecture's head rank, EXTRA's start and loss guard, and clear errors for bad input."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from lmc_core.canonical import canonical_forward
 from lmc_core.curves import (
     KINDS,
     Curve,
+    WeightCurve,
     bspline_basis,
     clamped_knots,
     curve_barrier,
@@ -235,3 +237,107 @@ def test_bad_inputs_give_clear_errors():
         fit_curve(a, b, [], steps=0)
     with pytest.raises(ValueError, match="no data"):
         fit_curve(a, b, [], steps=1)
+
+
+# -- weight-space curves (Garipov's) and EXTRA's start ------------------------------------------
+
+def test_weight_curve_untrained_is_the_raw_line_and_ends_are_the_models():
+    """An untrained weight-space curve is the line through the raw weights (the vanilla path):
+    its barrier matches `barrier` of the raw models, and its ends are the models bit for bit."""
+    a, b = make_vit(seed=1, **TINY), make_vit(seed=2, **TINY)
+    g = torch.Generator().manual_seed(5)
+    data = [(vit_images(make_vit(**TINY), batch=6, seed=i), torch.randint(0, 3, (6,), generator=g)) for i in range(2)]
+    for kind in KINDS:
+        curve = WeightCurve(a, b, kind, 4)
+        result, line = curve_barrier(curve, data, ts=5), barrier(a, b, data, lambdas=5)
+        assert max(abs(x - y) for x, y in zip(result.losses, line.losses, strict=True)) < 1e-5, kind
+        with torch.no_grad():
+            for bend in curve.bends:
+                bend.add_(torch.randn(bend.shape, generator=g))
+        for t, model in ((0.0, b), (1.0, a)):
+            point = curve.point(t)
+            assert type(point) is type(a)
+            assert all(torch.equal(point.get_parameter(k), v) for k, v in model.named_parameters()), (kind, t)
+
+
+def test_weight_curve_points_keep_the_architectures_head_rank_canonical_bends_do_not():
+    """Every point of a weight-space curve is a ViT: each head's QK circuit has rank ≤ head_dim.
+    A canonical curve's bend mixes circuits and reaches beyond it (what the chapter measures)."""
+    a, b = make_vit(seed=1, **TINY), make_vit(seed=2, **TINY)
+    head_dim = TINY["width"] // TINY["heads"]
+
+    def max_rank(model) -> int:
+        qk = canonicalize(model).params()["qk"].double()  # (layers, heads, d + 1, d + 1)
+        return int(torch.linalg.matrix_rank(qk.flatten(0, -3), atol=1e-8).max())
+    weight_curve = WeightCurve(a, b, "bezier", 3)
+    with torch.no_grad():
+        weight_curve.bends[0].add_(1.0)  # the first parameter (cls token), and others below
+        for bend in weight_curve.bends:
+            bend.mul_(1.5)
+    assert max_rank(weight_curve.point(0.5)) <= head_dim + 1  # + 1: the bias slot of the circuit
+    canonical = Curve(a, b, "bezier", 3)
+    assert max_rank(canonical.point(0.5)) > head_dim + 1  # the line's midpoint already mixes two models' heads
+
+
+def test_fit_trains_a_weight_curve_and_the_guard_skips_steps():
+    a, b = make_vit(seed=1, **TINY), make_vit(seed=2, **TINY)
+    images = vit_images(make_vit(**TINY), batch=48, seed=0)
+    data = (images, torch.randint(0, 3, (48,), generator=torch.Generator().manual_seed(0)))
+    line = barrier(a, b, data, lambdas=5)
+    curve = fit_curve(a, b, data, "bezier", 3, steps=60, lr=3e-2, weight_decay=1e-4, space="weights")
+    assert isinstance(curve, WeightCurve) and curve.fit_info["space"] == "weights" and curve.fit_info["skipped"] == 0
+    result = curve_barrier(curve, data, ts=5)
+    assert result.losses[0] == pytest.approx(line.losses[0], abs=1e-5)
+    assert all(c < l - 0.3 for c, l in zip(result.losses[1:-1], line.losses[1:-1], strict=True))
+    guarded = fit_curve(a, b, data, "bezier", 3, steps=5, lr=1e-2, space="weights", skip_loss_above=0.0)
+    assert guarded.fit_info["skipped"] == 5 and guarded.bend_offsets() == [0.0]  # every step skipped: still the line
+
+
+def test_extra_start_and_weightings():
+    """EXTRA's start: bends at given models, unconstrained weights from init_weights; weights
+    fixed at 1 give the B-spline whatever happens."""
+    a, b = pair(**TINY)
+    bends = [make_vit(seed=s, **TINY) for s in (7, 8, 9)]
+    start = [0.2, 0.5, 0.3, 0.9, 0.1]
+    curve = Curve(a, b, "nurbs", 5, bends=bends, weights="raw", init_weights=start)
+    for k, model in enumerate(bends):
+        assert all(torch.equal(curve.bends[n][k], v) for n, v in canonicalize(model).params().items())
+    basis = bspline_basis(TS, curve.knots, 3)
+    expected = basis * torch.tensor(start, dtype=torch.float64)
+    assert (curve.coefficients(TS) - expected / expected.sum(1, keepdim=True)).abs().max() < 1e-12
+    fixed = Curve(a, b, "nurbs", 5, weights="fixed")
+    assert fixed.log_weights is None and not [p for p in fixed.parameters() if p.dim() == 1 and p.requires_grad]
+    assert (fixed.coefficients(TS) - basis).abs().max() < 1e-12
+    with pytest.raises(ValueError, match="only NURBS curves have weights"):
+        Curve(a, b, "bezier", 3, weights="raw")
+    with pytest.raises(ValueError, match="positive unless weights='raw'"):
+        Curve(a, b, "nurbs", 5, init_weights=[1.0, -1.0, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="has 3 interior ones; got 1"):
+        Curve(a, b, "nurbs", 5, bends=bends[:1])
+    with pytest.raises(ValueError, match="valid: log, raw, fixed"):
+        Curve(a, b, "nurbs", 5, weights="free")
+
+
+def test_weight_curve_bad_inputs():
+    a, b = make_vit(seed=1, **TINY), make_vit(seed=2, **TINY)
+    with pytest.raises(TypeError, match="two models of one class"):
+        WeightCurve(a, make_gpt2(seed=1))
+    with pytest.raises(ValueError, match="differ in names or shapes"):
+        WeightCurve(a, make_vit(seed=3, **{**TINY, "width": 12}))
+    with pytest.raises(ValueError, match="takes no symmetry"):
+        fit_curve(a, b, [], space="weights", symmetry=Permutation.random(canonicalize(b).config))
+    with pytest.raises(ValueError, match="space = 'raw'"):
+        fit_curve(a, b, [], space="raw")
+
+
+def test_weight_curve_of_a_language_model():
+    """HF GPT-2 (tied embedding and head): the untrained weight-space curve is the raw line, a few
+    steps lower the middle of the path, and the points are GPT-2s again."""
+    a, b = make_gpt2(seed=1), make_gpt2(seed=2)
+    ids = torch.randint(0, a.config.vocab_size, (8, 10), generator=torch.Generator().manual_seed(0))
+    line = barrier(a, b, [(ids, None)], lambdas=3)
+    untrained = curve_barrier(WeightCurve(a, b, "bezier", 3), [(ids, None)], ts=3)
+    assert max(abs(x - y) for x, y in zip(untrained.losses, line.losses, strict=True)) < 1e-5
+    curve = fit_curve(a, b, [(ids, None)], "bezier", 3, steps=20, lr=1e-2, space="weights")
+    assert type(curve.point(0.5)) is type(a)
+    assert curve_barrier(curve, [(ids, None)], ts=3).losses[1] < line.losses[1] - 0.1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,3 +55,15 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (len(known) - rank) * p))
         out[i] = running
     return out
+
+
+def relation(d: Mapping[str, Any], margin: float) -> str:
+    """A paired difference in words: 'no difference' when its 95% interval lies within ±margin,
+    'higher'/'lower' when its Holm-adjusted p-value (``p_holm``) is below 0.05, else 'cannot tell'."""
+    if d["lo"] is None:
+        return "cannot tell (n = 1)"
+    if -margin < d["lo"] and d["hi"] < margin:
+        return "no difference"
+    if d.get("p_holm", d["p"]) < 0.05:
+        return "higher" if d["mean_diff"] > 0 else "lower"
+    return "cannot tell"

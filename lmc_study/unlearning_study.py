@@ -34,7 +34,7 @@ from .data import ImageDataset, image_batches
 from .data.splits import image_splits
 from .models import build_model
 from .profiles import Profile
-from .stats import holm, mean_se, paired_interval
+from .stats import holm, mean_se, paired_interval, relation
 from .train import model_spec
 from .unlearning import (
     BASELINES,
@@ -378,18 +378,6 @@ def damaged(metric_rows: Sequence[Mapping[str, Any]], setting: str) -> tuple[flo
         if -d["mean_diff"] > spread:
             out[m] = d
     return spread, out
-
-
-def relation(d: Mapping[str, Any], margin: float) -> str:
-    """A paired difference in words: 'no difference' when its 95% interval lies within ±margin,
-    'higher'/'lower' when its Holm-adjusted p-value (``p_holm``) is below 0.05, else 'cannot tell'."""
-    if d["lo"] is None:
-        return "cannot tell (one seed)"
-    if -margin < d["lo"] and d["hi"] < margin:
-        return "no difference"
-    if d.get("p_holm", d["p"]) < 0.05:
-        return "higher" if d["mean_diff"] > 0 else "lower"
-    return "cannot tell"
 
 
 def barrier_comparisons(barrier_rows: Sequence[Mapping[str, Any]], setting: str) -> list[dict[str, Any]]:

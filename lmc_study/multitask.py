@@ -23,18 +23,29 @@ curves and the ensemble forward apply unchanged.
 - Linear scalarisation (the front): one model per weighting w of the loss w L_fine +
   (1 − w) L_coarse, all from the same initialisation seed and data order, trained with the
   profile's ViT recipe. The first and last weightings are the curves' endpoints A (t = 1) and
-  B (t = 0): every set of models below shares those two.
-- Curves between B and A (`lmc_core.curves`), trained on the t-dependent scalarisation
-  w(t) = lerp(w_B, w_A, t) (EXTRA weights its base loss by t too, with another w(t)): Bézier,
-  NURBS, and NURBS plus EXTRA's order-aware term (`order_term`) that rewards the fine loss
-  falling and the coarse loss rising along t. Two points t_1, t_2 ~ U(0, 1) per step for all
-  three, as EXTRA, so they cost the same.
+  B (t = 0): every set of models below shares those two. Beside them, the two single-task
+  models (w = 1 and w = 0, same recipe and budget): the reference of EXTRA's Δm.
+- Curves between B and A (`lmc_core.curves`), two points t_1, t_2 ~ U(0, 1) per step for all:
+  - "extra": EXTRA's objective as its CityScapes trainer has it (zzpustc/EXTRA @ 74c9281,
+    experiments/cityscapes/trainer.py lines 166-170; `extra_objective`): fixed task weights,
+    plus the order-aware term weighted by the bump p = mean_i exp(−|t_i − ½|); the NYUv2
+    trainer's guard (experiments/nyuv2/trainer.py line 166: a step whose loss exceeds 20 is
+    skipped). NURBS with 5 control points, ours started on the line with weights 1;
+  - "extra_init": the same with EXTRA's start (experiments/cityscapes/curves.py line 15 and
+    trainer.py line 77: NURBS weights U(0, 1), unconstrained; bends at fresh initialisations);
+  - "extra_bspline": the same objective with the NURBS weights fixed at 1 (a cubic B-spline):
+    what the rational part adds;
+  - "sweep": our earlier variant, kept as a named option: the task weights swept linearly
+    along t, w(t) = lerp(w_B, w_A, t), plus the order-aware term (`sweep_objective`).
 - The straight (canonical) line between the endpoints: the free baseline.
 
-Measured on the test subset: the task-loss pair of every model or curve point, the 2-D
-hypervolume of each set against the reference point REFERENCE = (ln 10, ln 4) (the losses of
-the uniform predictor of each task: a point no better than chance on a task adds nothing), the
-order score along t, and the training cost (steps, wall time).
+Measured on the test subset, at `mt_points` values of t (EXTRA evaluates 61): each task's loss
+and accuracy along every path; per path the maximum and the mean of each task's loss, the
+share of its points the front dominates and how far behind the front each point is
+(`behind_front`: by how much a front model beats it in both losses; 0 when none does), the
+2-D hypervolume against two references (the chance losses REFERENCE = (ln 10, ln 4), and a
+tight one just beyond the worst loss of the front, where a bad stretch shows), the order score
+along t, EXTRA's Δm against the single-task models, and the training cost (steps, wall time).
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -71,10 +82,15 @@ COARSE_OF_FINE = tuple(next(g for g, members in enumerate(COARSE_GROUPS.values()
 NUM_FINE, NUM_COARSE = len(FINE_CLASSES), len(COARSE_GROUPS)
 REFERENCE = (math.log(NUM_FINE), math.log(NUM_COARSE))
 TASKS = ("fine", "coarse")
-SETS = ("front", "line", "bezier", "nurbs", "nurbs_order")
+SINGLE_TASK = {"fine": 1.0, "coarse": 0.0}  # fine-task weight of each single-task model (Δm's reference)
+CURVE_SETS = ("extra", "extra_init", "extra_bspline", "sweep")
+SETS = ("front", "line", *CURVE_SETS)
 MULTITASK_VERSION = 1  # bump when a change to train_scalarised changes the weights it gives (cache key)
 SET_LABELS = {"front": "linear scalarisation (one model per weighting)", "line": "straight line (canonical)",
-              "bezier": "Bézier curve", "nurbs": "NURBS curve", "nurbs_order": "NURBS + order-aware term"}
+              "extra": "NURBS, EXTRA's objective", "extra_init": "NURBS, EXTRA's objective and start",
+              "extra_bspline": "B-spline (weights fixed at 1), EXTRA's objective",
+              "sweep": "NURBS, weights swept along t (ours)"}
+EQUIVALENCE_NATS = 0.01  # a path differing from another by less than this, per point, is "no different"
 
 
 # -- the two tasks -------------------------------------------------------------------------------
@@ -108,8 +124,8 @@ def order_term(fine: Tensor, coarse: Tensor, ts: Tensor) -> Tensor:
     return 0.5 * (torch.exp((fine[j] - fine[i]) * dt) + torch.exp((coarse[i] - coarse[j]) * dt)).mean()
 
 
-def tradeoff_objective(weight_b: float, weight_a: float, order_weight: float = 0.0) -> Objective:
-    """A curve objective for `fit_curve`: at each point the scalarisation w(t) L_fine +
+def sweep_objective(weight_b: float, weight_a: float, order_weight: float = 0.0) -> Objective:
+    """Our earlier variant (not EXTRA's): at each point the scalarisation w(t) L_fine +
     (1 − w(t)) L_coarse with w(t) = lerp(weight_b, weight_a, t), averaged over the points,
     plus `order_weight` · `order_term`."""
     def objective(logits: Tensor, inputs: Tensor, targets: Tensor | None, ts: Tensor) -> Tensor:
@@ -117,6 +133,19 @@ def tradeoff_objective(weight_b: float, weight_a: float, order_weight: float = 0
         w = torch.lerp(torch.full_like(fine, weight_b), torch.full_like(fine, weight_a), ts.to(fine.dtype))
         loss = (w * fine + (1 - w) * coarse).mean()
         return loss + order_weight * order_term(fine, coarse, ts) if order_weight else loss
+    return objective
+
+
+def extra_objective(weight_fine: float, weight_coarse: float) -> Objective:
+    """EXTRA's objective as its CityScapes trainer computes it (zzpustc/EXTRA @ 74c9281,
+    experiments/cityscapes/trainer.py lines 166-170), for two points t_1, t_2:
+    mean_i (w_f L_fine(t_i) + w_c L_coarse(t_i)) + p · order, with fixed task weights, the
+    bump p = mean_i exp(−|t_i − ½|) and `order_term` (theirs: seg 1, depth 10, p on the order
+    term; the task weights are not swept along t)."""
+    def objective(logits: Tensor, inputs: Tensor, targets: Tensor | None, ts: Tensor) -> Tensor:
+        fine, coarse = task_losses(logits, targets)
+        bump = torch.exp(-(ts - 0.5).abs()).mean().to(fine.dtype)
+        return (weight_fine * fine + weight_coarse * coarse).mean() + bump * order_term(fine, coarse, ts)
     return objective
 
 
@@ -247,14 +276,126 @@ def dominated_fraction(points: Sequence[Sequence[float]], by: Sequence[Sequence[
     return sum(beaten(p) for p in points) / len(points)
 
 
+def behind_front(point: Sequence[float], front: Sequence[Sequence[float]]) -> float:
+    """How far `point` is behind the front: the largest margin by which one front model beats it
+    in both losses, max_q min_i (p_i − q_i), clipped at 0 (0: no front model beats it in both;
+    EXTRA's and the additive-ε indicator's notion of distance to a front)."""
+    if not front:
+        raise ValueError("behind_front: empty front")
+    return max(0.0, max(min(p - q for p, q in zip(point, f, strict=True)) for f in front))
+
+
+def tight_reference(front: Sequence[Sequence[float]], slack: float = 0.05) -> tuple[float, float]:
+    """A hypervolume reference just beyond the worst loss of the front: each task's worst front
+    loss plus `slack` of the front's spread on that task. Inside this box a point behind the
+    front adds little and a point beyond it nothing, so hypervolume differences are not
+    swamped by the area up to chance."""
+    out = []
+    for i in range(2):
+        values = [f[i] for f in front]
+        out.append(max(values) + slack * max(max(values) - min(values), 1e-6))
+    return out[0], out[1]
+
+
+def delta_m(accuracies: Sequence[float], single: Sequence[float]) -> float:
+    """EXTRA's relative multi-task gain (%) for metrics where higher is better: the mean over the
+    tasks of (M_t − M_single,t) / M_single,t · 100 (zzpustc/EXTRA experiments/cityscapes/utils.py line 56, `delta_fn`,
+    with the tasks' accuracies as the metrics)."""
+    if len(accuracies) != len(single) or not single:
+        raise ValueError(f"delta_m: {len(accuracies)} accuracies against {len(single)} single-task ones")
+    return 100.0 * sum((m - s) / s for m, s in zip(accuracies, single, strict=True)) / len(single)
+
+
+def stretches(positions: Sequence[float], flags: Sequence[bool]) -> list[tuple[float, float]]:
+    """The maximal runs of consecutive positions where `flags` holds, as (first, last) positions."""
+    out, start, last = [], None, None
+    for p, f in zip(positions, flags, strict=True):
+        if f and start is None:
+            start = p
+        if f:
+            last = p
+        elif start is not None:
+            out.append((start, last))
+            start = None
+    if start is not None:
+        out.append((start, last))
+    return out
+
+
+def path_summary(name: str, positions: Sequence[float], metrics: Sequence[dict[str, float]],
+                 front: Sequence[Sequence[float]], single_acc: Sequence[float]) -> dict[str, Any]:
+    """One path's (or the front's) measures: each task's maximum and mean loss and lowest
+    accuracy along it, the share of its points the front dominates, how far behind the front its points are (mean and
+    maximum of `behind_front`), hypervolume at the chance and the tight reference, order score,
+    and EXTRA's Δm (its best point and its mean along the path)."""
+    pairs = [(m["loss_fine"], m["loss_coarse"]) for m in metrics]
+    behind = [behind_front(p, front) for p in pairs]
+    dms = [delta_m((m["acc_fine"], m["acc_coarse"]), single_acc) for m in metrics]
+    out: dict[str, Any] = {"set": name, "points": len(metrics)}
+    for task in TASKS:
+        losses = [m[f"loss_{task}"] for m in metrics]
+        out[f"max_{task}"], out[f"mean_{task}"] = max(losses), sum(losses) / len(losses)
+        out[f"min_acc_{task}"] = min(m[f"acc_{task}"] for m in metrics)
+    out.update({"dominated": dominated_fraction(pairs, front), "behind_mean": sum(behind) / len(behind),
+                "behind_max": max(behind), "hypervolume": hypervolume(pairs),
+                "hypervolume_tight": hypervolume(pairs, tight_reference(front)),
+                "order_score": order_score(positions, [p[0] for p in pairs], [p[1] for p in pairs]),
+                "delta_m_best": max(dms), "delta_m_mean": sum(dms) / len(dms)})
+    return out
+
+
 # -- the chapter ---------------------------------------------------------------------------------
+
+def fresh_bends(profile: Profile, count: int, seed: int) -> list[nn.Module]:
+    """`count` freshly initialised two-head ViTs (seeds derived from `seed`): EXTRA's code starts
+    every bend of its curve at a fresh initialisation (`init_linear` is commented out)."""
+    train = image_splits(profile).train
+    build = {"num_classes": NUM_FINE + NUM_COARSE, "in_chans": train.in_chans, "img_size": train.img_size}
+    out = []
+    with torch.random.fork_rng():
+        for k in range(count):
+            torch.manual_seed(10_000 + 100 * seed + k)
+            out.append(build_model("vit", profile, **build))
+    return out
+
+
+def curve_options(name: str, profile: Profile, seed: int) -> dict[str, Any]:
+    """`fit_curve` options of the trade-off curve `name` (CURVE_SETS)."""
+    r = profile.curves
+    weights = r.task_weights
+    if name == "sweep":
+        return {"kind": "nurbs", "objective": sweep_objective(weights[-1], weights[0], r.order_weight)}
+    common = {"kind": "nurbs", "objective": extra_objective(*r.extra_task_weights), "skip_loss_above": r.loss_guard}
+    if name == "extra":
+        return common
+    if name == "extra_bspline":
+        return {**common, "weights": "fixed"}
+    if name == "extra_init":
+        g = torch.Generator().manual_seed(seed)
+        return {**common, "weights": "raw", "init_weights": torch.rand(r.mt_num_bends, generator=g).tolist(),
+                "bends": fresh_bends(profile, r.mt_num_bends - 2, seed)}
+    raise ValueError(f"unknown trade-off curve {name!r}; valid: {', '.join(CURVE_SETS)}")
+
+
+def first_images(batches: Any, n: int | None) -> list[tuple[Tensor, Tensor]]:
+    """The first `n` images of `batches` (all when n is None), as a list of batches."""
+    out, seen = [], 0
+    for x, y in batches:
+        if n is not None and seen >= n:
+            break
+        take = len(y) if n is None else min(len(y), n - seen)
+        out.append((x[:take], y[:take]))
+        seen += take
+    return out
+
 
 def tradeoff(profile: Profile, device: torch.device, seed: int = 0, progress: bool = False
              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One seed of the trade-off study (module docstring): (points, summaries). `points`: one
-    row per model or curve point (set, position, the four test metrics); `summaries`: one row
-    per set with its hypervolume, order score and training cost beyond the two endpoints
-    (`models`, `steps`, `forward_points` = steps × points per step, `wall_s`)."""
+    row per model or path point (set, position, the four test metrics; the single-task models
+    as sets "single_fine" / "single_coarse"); `summaries`: one row per set (`path_summary`) with
+    its training cost beyond the two endpoints (`models`, `steps`, `forward_points` = steps ×
+    points per step, `wall_s`) and, for curves, the fitted NURBS weights and skipped steps."""
     from . import experiments
 
     r, weights = profile.curves, profile.curves.task_weights
@@ -262,38 +403,44 @@ def tradeoff(profile: Profile, device: torch.device, seed: int = 0, progress: bo
         raise ValueError(f"curves.task_weights must list ≥ 2 fine-task weights in decreasing order (A first, B last), "
                          f"got {weights}")
     data = experiments.study_data("vit", profile, device, seed=seed)
+    test = first_images(data.test, r.mt_test_images)
     cache = CheckpointCache()
     front = [train_scalarised(profile, w, seed, device, cache=cache) for w in weights]
+    single = {task: train_scalarised(profile, w, seed, device, cache=cache) for task, w in SINGLE_TASK.items()}
+    single_metrics = dict(zip(single, task_metrics(list(single.values()), test), strict=True))
+    single_acc = (single_metrics["fine"]["acc_fine"], single_metrics["coarse"]["acc_coarse"])
     model_a, model_b = canonicalize(front[0]), canonicalize(front[-1])
-    ts = lambda_grid(profile.experiment.lambdas)
-    found: dict[str, tuple[list[float], list[dict[str, float]]]] = {"front": (list(weights), task_metrics(front, data.test))}
+    ts = lambda_grid(r.mt_points)
+    found: dict[str, tuple[list[float], list[dict[str, float]]]] = {"front": (list(weights), task_metrics(front, test))}
     line = [model_b.with_params({k: torch.lerp(v.detach(), model_a.params()[k].detach(), t)
                                  for k, v in model_b.params().items()}) for t in ts]
-    found["line"] = (ts, task_metrics(line, data.test))
+    found["line"] = (ts, task_metrics(line, test))
     interior = front[1:-1]
-    costs = {"front": {"models": len(interior), "steps": sum(m.lmc_meta["steps"] for m in interior),
-                       "forward_points": sum(m.lmc_meta["steps"] for m in interior),
-                       "wall_s": sum(m.lmc_meta["wall_s"] for m in interior)},
-             "line": {"models": 0, "steps": 0, "forward_points": 0, "wall_s": 0.0}}
-    for name, kind, order in (("bezier", "bezier", 0.0), ("nurbs", "nurbs", 0.0), ("nurbs_order", "nurbs", r.order_weight)):
-        curve = fit_curve(model_a, model_b, data.train, kind, r.mt_num_bends, steps=r.mt_steps, lr=r.lr,
-                          weight_decay=r.weight_decay, objective=tradeoff_objective(weights[-1], weights[0], order),
-                          points_per_step=2, seed=seed, device=device, progress=progress)
-        found[name] = (ts, task_metrics(curve_points(curve, ts), data.test))
+    costs: dict[str, dict[str, Any]] = {
+        "front": {"models": len(interior), "steps": sum(m.lmc_meta["steps"] for m in interior),
+                  "forward_points": sum(m.lmc_meta["steps"] for m in interior),
+                  "wall_s": sum(m.lmc_meta["wall_s"] for m in interior)},
+        "line": {"models": 0, "steps": 0, "forward_points": 0, "wall_s": 0.0}}
+    for name in CURVE_SETS:
+        curve = fit_curve(model_a, model_b, data.train, num_bends=r.mt_num_bends, steps=r.mt_steps, lr=r.lr,
+                          weight_decay=r.weight_decay, points_per_step=2, seed=seed, device=device, progress=progress,
+                          **curve_options(name, profile, seed))
+        found[name] = (ts, task_metrics(curve_points(curve, ts), test))
+        fitted = curve.weights()
         costs[name] = {"models": 0, "steps": r.mt_steps, "forward_points": 2 * r.mt_steps,
-                       "wall_s": curve.fit_info["wall_s"]}
+                       "wall_s": curve.fit_info["wall_s"], "skipped": curve.fit_info["skipped"],
+                       "nurbs_weights": None if fitted is None else [float(w) for w in fitted.detach()],
+                       "bend_offsets": curve.bend_offsets()}
     front_losses = [(m["loss_fine"], m["loss_coarse"]) for m in found["front"][1]]
-    points, summaries = [], []
+    points: list[dict[str, Any]] = [{"set": f"single_{task}", "seed": seed, "position": SINGLE_TASK[task], **m}
+                                    for task, m in single_metrics.items()]
+    summaries = []
+    endpoint_s = front[0].lmc_meta["wall_s"] + front[-1].lmc_meta["wall_s"]
     for name, (positions, metrics) in found.items():
         points += [{"set": name, "seed": seed, "position": p, **m} for p, m in zip(positions, metrics, strict=True)]
-        fine, coarse = [m["loss_fine"] for m in metrics], [m["loss_coarse"] for m in metrics]
-        pairs = list(zip(fine, coarse, strict=True))
-        summaries.append({"set": name, "seed": seed, "hypervolume": hypervolume(pairs),
-                          "order_score": order_score(positions, fine, coarse),
-                          "dominated": dominated_fraction(pairs, front_losses), "points": len(metrics), **costs[name]})
-    endpoint_s = front[0].lmc_meta["wall_s"] + front[-1].lmc_meta["wall_s"]
-    for s in summaries:
-        s["endpoint_wall_s"] = endpoint_s
+        summaries.append({**path_summary(name, positions, metrics, front_losses, single_acc), "seed": seed,
+                          **costs[name], "endpoint_wall_s": endpoint_s,
+                          "single_wall_s": sum(m.lmc_meta["wall_s"] for m in single.values())})
     return points, summaries
 
 
@@ -308,30 +455,88 @@ def tradeoff_study(profile: Profile, device: torch.device, progress: bool = Fals
     return points, summaries
 
 
-def compare_with_front(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per set (SETS order): hypervolume mean ± s.e. over the seeds, its paired
-    difference from the front's, the share of the front's hypervolume gain over the free line
-    that the set recovers (`gap_closed`: 0 = the line, 1 = the front; mean over seeds), order
-    score, dominated fraction and cost (means)."""
+PATH_MEASURES = {  # summary key: (what it is, lower is better?)
+    "max_fine": ("max fine loss along t", True), "max_coarse": ("max coarse loss along t", True),
+    "mean_fine": ("mean fine loss", True), "mean_coarse": ("mean coarse loss", True),
+    "behind_mean": ("mean distance behind the front", True), "behind_max": ("largest distance behind the front", True),
+    "dominated": ("share dominated by the front", True),
+    "hypervolume_tight": ("hypervolume (tight reference)", False), "hypervolume": ("hypervolume (chance reference)", False),
+    "delta_m_best": ("best Δm (%)", False), "delta_m_mean": ("mean Δm (%)", False),
+    "min_acc_fine": ("lowest fine accuracy", False), "min_acc_coarse": ("lowest coarse accuracy", False),
+    "order_score": ("order score", False),
+}
+
+
+def path_table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per set (SETS order): every PATH_MEASURES key and the cost as mean and standard
+    error over the seeds (`<key>_mean`, `<key>_se`), with `n` the number of seeds."""
     from .stats import mean_se
+
+    seeds = sorted({s["seed"] for s in summaries})
+    rows = []
+    for name in SETS:
+        mine = [s for s in summaries if s["set"] == name]
+        if not mine:
+            continue
+        row: dict[str, Any] = {"set": name, "label": SET_LABELS[name], "n": len(mine)}
+        for key in (*PATH_MEASURES, "wall_s", "steps", "forward_points", "models"):
+            row[f"{key}_mean"], row[f"{key}_se"] = mean_se([float(m[key]) for m in mine])
+        row["skipped"] = sum(m.get("skipped", 0) for m in mine)
+        rows.append(row)
+    if len(seeds) != len({s["seed"] for s in summaries if s["set"] == "front"}):
+        raise ValueError("path_table: every seed needs its front")
+    return rows
+
+
+def path_comparisons(summaries: Sequence[dict[str, Any]], baseline: str = "line",
+                     measures: Sequence[str] = ("max_fine", "max_coarse", "behind_mean", "hypervolume_tight")
+                     ) -> list[dict[str, Any]]:
+    """Every curve minus `baseline` on each of `measures`, paired over the seeds (t interval),
+    Holm across the curves of one measure; `verdict` as `stats.relation` with margin
+    EQUIVALENCE_NATS (in the measure's own units: nats, or nats² for hypervolume)."""
+    from .stats import holm, paired_interval, relation
 
     by = {(s["set"], s["seed"]): s for s in summaries}
     seeds = sorted({s["seed"] for s in summaries})
-    rows = []
-    for name in [n for n in SETS if (n, seeds[0]) in by]:
-        mine = [by[name, k] for k in seeds]
-        diffs = [by[name, k]["hypervolume"] - by["front", k]["hypervolume"] for k in seeds]
-        gaps = [(by[name, k]["hypervolume"] - by["line", k]["hypervolume"])
-                / (by["front", k]["hypervolume"] - by["line", k]["hypervolume"]) for k in seeds
-                if by["front", k]["hypervolume"] != by["line", k]["hypervolume"]]
-        row = {"set": name, "label": SET_LABELS[name], "n": len(seeds)}
-        for key in ("hypervolume", "order_score", "dominated", "wall_s", "steps", "forward_points", "models"):
-            row[f"{key}_mean"], row[f"{key}_se"] = mean_se([m[key] for m in mine])
-        row["hv_minus_front_mean"], row["hv_minus_front_se"] = mean_se(diffs)
-        row["hv_lower_than_front"] = sum(d < 0 for d in diffs)
-        row["gap_closed_mean"] = mean_se(gaps)[0] if gaps else None
-        rows.append(row)
-    return rows
+    out = []
+    for key in measures:
+        family = []
+        for name in CURVE_SETS:
+            if (name, seeds[0]) not in by or name == baseline:
+                continue
+            diffs = [float(by[name, k][key]) - float(by[baseline, k][key]) for k in seeds]
+            family.append({"set": name, "baseline": baseline, "measure": key, **paired_interval(diffs)})
+        for d, p in zip(family, holm([d["p"] for d in family]), strict=True):
+            d["p_holm"] = p
+            d["verdict"] = relation(d, EQUIVALENCE_NATS)
+        out += family
+    return out
+
+
+def worse_stretches(points: Sequence[dict[str, Any]], name: str, baseline: str = "line",
+                    margin: float = EQUIVALENCE_NATS) -> list[dict[str, Any]]:
+    """Where path `name` is worse than `baseline` at the same t, task by task: the stretches of t
+    where the mean over the seeds of (its loss − the baseline's) exceeds `margin`, each with its
+    worst point (t, mean excess) and on how many seeds it exceeds the margin there."""
+    def losses(set_name: str, task: str) -> dict[float, dict[int, float]]:
+        out: dict[float, dict[int, float]] = {}
+        for p in points:
+            if p["set"] == set_name:
+                out.setdefault(round(p["position"], 9), {})[p["seed"]] = p[f"loss_{task}"]
+        return out
+
+    found = []
+    for task in TASKS:
+        mine, base = losses(name, task), losses(baseline, task)
+        ts = sorted(t for t in mine if t in base)
+        excess = {t: [mine[t][k] - base[t][k] for k in mine[t] if k in base[t]] for t in ts}
+        mean = {t: sum(v) / len(v) for t, v in excess.items()}
+        for lo, hi in stretches(ts, [mean[t] > margin for t in ts]):
+            inside = [t for t in ts if lo <= t <= hi]
+            worst = max(inside, key=lambda t: mean[t])
+            found.append({"task": task, "from": lo, "to": hi, "worst_t": worst, "worst": mean[worst],
+                          "seeds_over": sum(v > margin for v in excess[worst]), "seeds": len(excess[worst])})
+    return found
 
 
 def front_spread(points: Sequence[dict[str, Any]]) -> dict[str, tuple[float, float]]:
@@ -340,34 +545,66 @@ def front_spread(points: Sequence[dict[str, Any]]) -> dict[str, tuple[float, flo
     return {task: (min(p[f"loss_{task}"] for p in front), max(p[f"loss_{task}"] for p in front)) for task in TASKS}
 
 
-def tradeoff_verdicts(comparison: Sequence[dict[str, Any]], points: Sequence[dict[str, Any]]) -> list[str]:
-    """Sentences generated from `compare_with_front` and the points: how wide the trade-off
-    is, and how each curve's hypervolume, order and cost compare with the front's."""
-    spread = front_spread(points)
-    rows = {r["set"]: r for r in comparison}
-    front = rows["front"]
-    (f_lo, f_hi), (c_lo, c_hi) = spread["fine"], spread["coarse"]
+def _interval(d: Mapping[str, Any], digits: int = 3) -> str:
+    if d["lo"] is None:
+        return f"{d['mean_diff']:+.{digits}f} (n = 1)"
+    return f"{d['mean_diff']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+
+
+def tradeoff_verdicts(summaries: Sequence[dict[str, Any]], points: Sequence[dict[str, Any]]) -> list[str]:
+    """Sentences generated from the run: how wide the trade-off is; which curve is closest to the
+    front; for every curve, every stretch of t where it is worse than the straight line and
+    what its paired differences from the line say; what the rational part and EXTRA's start
+    change; and the cost against the front's."""
+    table = {r["set"]: r for r in path_table(summaries)}
+    comparisons = path_comparisons(summaries)
+    (f_lo, f_hi), (c_lo, c_hi) = front_spread(points).values()
+    n = table["front"]["n"]
     wider = "fine" if f_hi - f_lo > c_hi - c_lo else "coarse"
-    out = [f"Across the scalarised models the fine-task test loss spans {f_lo:.3f}–{f_hi:.3f} and the coarse-task "
-           f"loss {c_lo:.3f}–{c_hi:.3f}: the weighting moves the {wider} task's loss "
+    out = [f"Across the scalarised models ({n} seed(s)) the fine-task test loss spans {f_lo:.3f}–{f_hi:.3f} and the "
+           f"coarse-task loss {c_lo:.3f}–{c_hi:.3f}: the weighting moves the {wider} task's loss "
            f"{max(f_hi - f_lo, c_hi - c_lo) / max(min(f_hi - f_lo, c_hi - c_lo), 1e-12):.1f}× as much as the other's."]
-    n = front["n"]
-    for name in ("line", "bezier", "nurbs", "nurbs_order"):
-        if name not in rows:
+    paths = [name for name in ("line", *CURVE_SETS) if name in table]
+    closest = min(paths, key=lambda s: table[s]["behind_mean_mean"])
+    out.append("Closest to the front, by the mean distance behind it along t: "
+               + "; ".join(f"{table[s]['label']} {table[s]['behind_mean_mean']:.4f} nats "
+                           f"({100 * table[s]['dominated_mean']:.0f}% of points dominated)"
+                           for s in sorted(paths, key=lambda s: table[s]["behind_mean_mean"]))
+               + f". The closest is the {table[closest]['label']}.")
+    for name in CURVE_SETS:
+        if name not in table:
             continue
-        r = rows[name]
-        diff, se = r["hv_minus_front_mean"], r["hv_minus_front_se"]
-        side = "below" if diff < 0 else "above"
-        spread_txt = f" ± {se:.4f}" if se is not None else ""
-        sign = f", lower on {r['hv_lower_than_front']} of {n} seed(s)" if n > 1 else " (one seed: no error bar)"
-        gap = "" if r["gap_closed_mean"] is None or name == "line" else \
-            f"; it recovers {100 * r['gap_closed_mean']:.0f}% of the front's hypervolume gain over the straight line"
-        cost = "at no training cost beyond the endpoints" if not r["steps_mean"] else (
-            f"for {r['wall_s_mean']:.1f} s of curve training ({r['steps_mean']:.0f} steps of "
-            f"{r['forward_points_mean'] / r['steps_mean']:.0f} points) against {front['wall_s_mean']:.1f} s for the front's "
-            f"{front['models_mean']:.0f} extra model(s) ({front['steps_mean']:.0f} steps)")
-        out.append(f"{r['label'][:1].upper() + r['label'][1:]}: hypervolume {r['hypervolume_mean']:.4f}, {abs(diff):.4f}{spread_txt} "
-                   f"{side} the front's{sign}{gap}; order score {r['order_score_mean']:.2f} (front "
-                   f"{front['order_score_mean']:.2f}); {100 * r['dominated_mean']:.0f}% of its points are dominated "
-                   f"by a scalarised model; {cost}.")
+        label = table[name]["label"]
+        bad = worse_stretches(points, name)
+        if bad:
+            where = "; ".join((f"{b['task']} loss over t ∈ [{b['from']:.2f}, {b['to']:.2f}], worst at t = "
+                               if b["from"] != b["to"] else f"{b['task']} loss at t = ")
+                              + f"{b['worst_t']:.2f} (+{b['worst']:.3f} nats, {b['seeds_over']} of {b['seeds']} seeds)"
+                              for b in bad)
+            text = f"{label[:1].upper() + label[1:]} is worse than the straight line by more than " \
+                   f"{EQUIVALENCE_NATS} nats at the same t on: {where}."
+        else:
+            text = f"{label[:1].upper() + label[1:]} is nowhere worse than the straight line by more than " \
+                   f"{EQUIVALENCE_NATS} nats (mean over seeds, each t)."
+        rel = [d for d in comparisons if d["set"] == name]
+        text += " Against the line, paired over seeds (95% t interval, Holm): " + "; ".join(
+            f"{PATH_MEASURES[d['measure']][0]} {_interval(d, 4)}: {d['verdict']}" for d in rel) + "."
+        out.append(text)
+    if "extra" in table and "extra_bspline" in table:
+        weights = [s["nurbs_weights"] for s in summaries if s["set"] == "extra" and s.get("nurbs_weights")]
+        spread = max(max(w) / min(w) for w in weights) if weights else 1.0
+        d = path_comparisons(summaries, baseline="extra_bspline", measures=("behind_mean",))
+        d = next((x for x in d if x["set"] == "extra"), None)
+        if d is not None:
+            out.append(f"The rational part: the fitted NURBS weights of EXTRA's curve end within a factor "
+                       f"{spread:.2f} of each other (1 would be the B-spline); against the same curve with weights "
+                       f"fixed at 1, its mean distance behind the front differs by {_interval(d, 4)} nats: "
+                       f"{d['verdict']}.")
+    front = table["front"]
+    costs = [f"{table[s]['label']} {table[s]['wall_s_mean']:.1f} s ({table[s]['steps_mean']:.0f} steps of 2 points)"
+             for s in CURVE_SETS if s in table]
+    out.append(f"Cost beyond the two endpoints: the front's {front['models_mean']:.0f} extra model(s) took "
+               f"{front['wall_s_mean']:.1f} s ({front['steps_mean']:.0f} steps); " + "; ".join(costs) + ".")
+    skipped = sum(table[s]["skipped"] for s in CURVE_SETS if s in table)
+    out.append(f"EXTRA's loss guard (skip a step whose loss exceeds the limit) skipped {skipped} step(s) in all.")
     return out

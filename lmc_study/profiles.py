@@ -229,12 +229,18 @@ class CurveRecipe:
     num_bends: int = 3  # control points, both ends included (3: one free bend)
     steps: int = 1000  # Adam steps of a curve fit, one t ~ U(0, 1) per batch
     lr: float = 1e-3
-    weight_decay: float = 1e-4  # 0.5 wd ||θ(t)||² on the point's weight matrices (Garipov's form): ours
+    weight_decay: float = 1e-4  # 0.5 wd ||θ(t)||² on the point's weights (Garipov's form)
     align_method: str = "weight_matching"  # the alignment before "curve after alignment"
     task_weights: tuple[float, ...] = (0.95, 0.75, 0.5, 0.25, 0.05)  # fine-task weight per front model; A first, B last
     mt_num_bends: int = 5  # EXTRA's 5 control points
     mt_steps: int = 1000  # Adam steps of a trade-off curve, two t per step
-    order_weight: float = 1.0  # weight of EXTRA's order-aware term
+    order_weight: float = 1.0  # weight of the order-aware term in our linear-sweep variant
+    # EXTRA's fixed task weights (fine, coarse): their CityScapes trainer weights seg 1, depth 10
+    # to put the two losses on one scale; ours are the middle of the front's weightings.
+    extra_task_weights: tuple[float, ...] = (0.5, 0.5)
+    loss_guard: float = 20.0  # EXTRA's NYUv2 trainer skips a step whose loss exceeds this
+    mt_points: int = 61  # points along t where each trade-off path is measured (EXTRA's evaluation)
+    mt_test_images: int | None = None  # test images for the trade-off paths (None: the whole test subset)
     mt_seeds: int = 3  # independent repeats of the trade-off study
 
     def __post_init__(self) -> None:
@@ -244,8 +250,13 @@ class CurveRecipe:
             raise ValueError("curves.num_bends and curves.mt_num_bends must be >= 3 (both ends and a bend)")
         if len(self.task_weights) < 2 or any(not 0.0 <= w <= 1.0 for w in self.task_weights):
             raise ValueError(f"curves.task_weights = {self.task_weights}; need >= 2 weights in [0, 1]")
-        if self.steps < 1 or self.mt_steps < 1 or self.mt_seeds < 1:
-            raise ValueError("curves.steps, curves.mt_steps and curves.mt_seeds must be >= 1")
+        if len(self.extra_task_weights) != 2 or any(w < 0 for w in self.extra_task_weights):
+            raise ValueError(f"curves.extra_task_weights = {self.extra_task_weights}; need 2 weights >= 0 "
+                             "(fine, coarse)")
+        if self.steps < 1 or self.mt_steps < 1 or self.mt_seeds < 1 or self.mt_points < 3:
+            raise ValueError("curves.steps, curves.mt_steps and curves.mt_seeds must be >= 1, curves.mt_points >= 3")
+        if self.mt_test_images is not None and self.mt_test_images < 1:
+            raise ValueError(f"curves.mt_test_images = {self.mt_test_images}; need >= 1 (or None: all)")
 
 
 @dataclass(frozen=True)
@@ -333,8 +344,9 @@ _SMOKE = Profile(
         lambdas=11,
     ),
     # ~45 ms a curve step on one core: 100 steps (about 0.6 of an epoch of the smoke subset) and
-    # four front models keep the curves chapter near 3 minutes; one trade-off seed.
-    curves=CurveRecipe(steps=100, task_weights=(0.95, 0.65, 0.35, 0.05), mt_steps=100, mt_seeds=1),
+    # four front models keep the curves chapter near 3 minutes; one trade-off seed, 21 points.
+    curves=CurveRecipe(steps=100, task_weights=(0.95, 0.65, 0.35, 0.05), mt_steps=100, mt_seeds=1, mt_points=21,
+                       mt_test_images=500),
     # Unlearning in about two minutes: smaller memorising and class-forgetting sets, two seeds,
     # a smaller tuning grid.
     unlearn=UnlearnRecipe(random_images=1000, random_epochs=20, forget_size=100, class_images=3000, seeds=(0, 1),
@@ -366,7 +378,10 @@ _CPU = Profile(
     experiment=ExperimentRecipe(
         n_pairs=3, n_multi=3, hetero_wide=128, hetero_narrow=(64, 32), simplex_resolution=12, lambdas=11,
     ),
-    curves=CurveRecipe(steps=300, task_weights=(0.95, 0.65, 0.35, 0.05), mt_steps=300, mt_seeds=1),
+    # Three trade-off seeds (six ViTs each: four weightings and two single-task models, ~60 s a
+    # model); each path measured at EXTRA's 61 points on 2,000 test images (~0.3 s a point).
+    curves=CurveRecipe(steps=300, task_weights=(0.95, 0.65, 0.35, 0.05), mt_steps=300, mt_seeds=3,
+                       mt_test_images=2000),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _CPU, _FULL, _PAPER)}

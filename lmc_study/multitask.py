@@ -91,6 +91,7 @@ SET_LABELS = {"front": "linear scalarisation (one model per weighting)", "line":
               "extra_bspline": "B-spline (weights fixed at 1), EXTRA's objective",
               "sweep": "NURBS, weights swept along t (ours)"}
 EQUIVALENCE_NATS = 0.01  # a path differing from another by less than this, per point, is "no different"
+EQUIVALENCE_SHARE = 0.05  # the same for a share of the front's hypervolume (5 points)
 
 
 # -- the two tasks -------------------------------------------------------------------------------
@@ -336,9 +337,10 @@ def path_summary(name: str, positions: Sequence[float], metrics: Sequence[dict[s
         losses = [m[f"loss_{task}"] for m in metrics]
         out[f"max_{task}"], out[f"mean_{task}"] = max(losses), sum(losses) / len(losses)
         out[f"min_acc_{task}"] = min(m[f"acc_{task}"] for m in metrics)
+    tight = tight_reference(front)
     out.update({"dominated": dominated_fraction(pairs, front), "behind_mean": sum(behind) / len(behind),
-                "behind_max": max(behind), "hypervolume": hypervolume(pairs),
-                "hypervolume_tight": hypervolume(pairs, tight_reference(front)),
+                "behind_max": max(behind), "hypervolume": hypervolume(pairs), "hypervolume_tight": hypervolume(pairs, tight),
+                "hypervolume_share": hypervolume(pairs, tight) / max(hypervolume(front, tight), 1e-12),
                 "order_score": order_score(positions, [p[0] for p in pairs], [p[1] for p in pairs]),
                 "delta_m_best": max(dms), "delta_m_mean": sum(dms) / len(dms)})
     return out
@@ -461,6 +463,7 @@ PATH_MEASURES = {  # summary key: (what it is, lower is better?)
     "behind_mean": ("mean distance behind the front", True), "behind_max": ("largest distance behind the front", True),
     "dominated": ("share dominated by the front", True),
     "hypervolume_tight": ("hypervolume (tight reference)", False), "hypervolume": ("hypervolume (chance reference)", False),
+    "hypervolume_share": ("hypervolume (tight) as a share of the front's", False),
     "delta_m_best": ("best Δm (%)", False), "delta_m_mean": ("mean Δm (%)", False),
     "min_acc_fine": ("lowest fine accuracy", False), "min_acc_coarse": ("lowest coarse accuracy", False),
     "order_score": ("order score", False),
@@ -489,11 +492,12 @@ def path_table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def path_comparisons(summaries: Sequence[dict[str, Any]], baseline: str = "line",
-                     measures: Sequence[str] = ("max_fine", "max_coarse", "behind_mean", "hypervolume_tight")
+                     measures: Sequence[str] = ("max_fine", "max_coarse", "behind_mean", "hypervolume_share")
                      ) -> list[dict[str, Any]]:
     """Every curve minus `baseline` on each of `measures`, paired over the seeds (t interval),
     Holm across the curves of one measure; `verdict` as `stats.relation` with margin
-    EQUIVALENCE_NATS (in the measure's own units: nats, or nats² for hypervolume)."""
+    EQUIVALENCE_SHARE for a share of the front's hypervolume, EQUIVALENCE_NATS for the rest
+    (losses and distances, in nats)."""
     from .stats import holm, paired_interval, relation
 
     by = {(s["set"], s["seed"]): s for s in summaries}
@@ -508,7 +512,7 @@ def path_comparisons(summaries: Sequence[dict[str, Any]], baseline: str = "line"
             family.append({"set": name, "baseline": baseline, "measure": key, **paired_interval(diffs)})
         for d, p in zip(family, holm([d["p"] for d in family]), strict=True):
             d["p_holm"] = p
-            d["verdict"] = relation(d, EQUIVALENCE_NATS)
+            d["verdict"] = relation(d, EQUIVALENCE_SHARE if key == "hypervolume_share" else EQUIVALENCE_NATS)
         out += family
     return out
 

@@ -128,6 +128,7 @@ def test_path_summary_measures_and_worse_stretches_see_a_bump():
     assert s_bump["behind_max"] == pytest.approx(0.03) and s_bump["dominated"] == pytest.approx(3 / 11)
     drop = {key: 1 - s_bump[key] / s_flat[key] for key in ("hypervolume", "hypervolume_tight")}
     assert drop["hypervolume_tight"] > 5 * drop["hypervolume"] > 0  # the tight reference sees it far better
+    assert s_bump["hypervolume_share"] == pytest.approx(s_bump["hypervolume_tight"] / hypervolume(front, tight_reference(front)))
     assert s_flat["delta_m_best"] == pytest.approx(delta_m((0.85, 0.96), single))
     assert s_flat["min_acc_fine"] == pytest.approx(0.8) and s_flat["min_acc_coarse"] == pytest.approx(0.96)
     points = _path("line", 0) + _path("line", 1) + _path("extra", 0, bump=0.3) + _path("extra", 1, bump=0.2)
